@@ -1,0 +1,164 @@
+"""The `clinical-ner` command line: train, evaluate and extract (thin: args -> core -> output)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clinical_ner.readers import (
+    AnnotationFormat,
+    AnnotationFormatError,
+    parse_label_map,
+    read_annotations,
+)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        default=AnnotationFormat.AUTO.value,
+        choices=[f.value for f in AnnotationFormat],
+        help="annotation format (default: auto, by file name and content)",
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="label mapping SOURCE=TARGET,... over the defaults "
+        "(D=DISEASE,T=TREATMENT,Disease=DISEASE,Chemical=CHEMICAL); TARGET O drops a type",
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from clinical_ner.training import TrainingInputs, file_sha256, split_by_hash, train_model
+
+    label_map = parse_label_map(args.labels)
+    train_docs, train_report = read_annotations(args.train, args.format, label_map)
+    print(f"train data: {json.dumps(train_report.as_dict())}")
+    dev_is_split = not args.dev
+    if args.dev:
+        dev_docs, dev_report = read_annotations(args.dev, args.format, label_map)
+        print(f"dev data: {json.dumps(dev_report.as_dict())}")
+        dev_report_dict: dict[str, object] = dev_report.as_dict()
+    else:
+        train_docs, dev_docs = split_by_hash(train_docs, args.dev_fraction)
+        dev_report_dict = {"split_of_train": args.dev_fraction, "docs": len(dev_docs)}
+        print(f"dev data: {len(dev_docs)} docs held out of train by text hash")
+    files = [*args.train, *(args.dev or [])]
+    inputs = TrainingInputs(
+        train_docs=train_docs,
+        dev_docs=dev_docs,
+        data_files={str(f): file_sha256(f) for f in files},
+        data_reports={"train": train_report.as_dict(), "dev": dev_report_dict},
+        dev_is_split_of_train=dev_is_split,
+        label_map=label_map,
+    )
+    overrides: dict[str, object] = {}
+    if args.max_steps is not None:
+        overrides["training.max_steps"] = args.max_steps
+    metrics = train_model(
+        inputs, args.output, seed=args.seed, config_path=args.config, overrides=overrides
+    )
+    dev = metrics["dev"]
+    assert isinstance(dev, dict)
+    print(
+        f"model {metrics['model_version']} -> {args.output}: dev P {dev['ents_p']:.4f} "
+        f"R {dev['ents_r']:.4f} F {dev['ents_f']:.4f}; trained in {metrics['training_seconds']} s"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from clinical_ner.inference import NerModel
+    from clinical_ner.scoring import evaluate_docs
+
+    docs, report = read_annotations(
+        args.data, args.format, parse_label_map(args.labels), deduplicate=False
+    )
+    model = NerModel.load(args.model)
+    result = evaluate_docs(model, docs, batch_size=args.batch_size)
+    result["data_report"] = report.as_dict()
+    if not args.json:
+        print(f"docs {result['docs']}  words {result['words']}  {result['words_per_second']} w/s")
+        print(f"{'label':<12} {'P':>7} {'R':>7} {'F':>7} {'support':>8}")
+        per_label = result["per_label"]
+        assert isinstance(per_label, dict)
+        for label, s in per_label.items():
+            print(f"{label:<12} {s['p']:7.4f} {s['r']:7.4f} {s['f']:7.4f} {s['support']:8d}")
+        print(
+            f"{'micro':<12} {result['ents_p']:7.4f} {result['ents_r']:7.4f} "
+            f"{result['ents_f']:7.4f}"
+        )
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from clinical_ner.extraction import run_extraction
+    from clinical_ner.inference import NerModel
+
+    model = NerModel.load(args.model)
+    summary = run_extraction(
+        model,
+        [Path(p) for p in args.inputs],
+        Path(args.output),
+        batch_size=args.batch_size,
+        max_chars=args.max_chars,
+    )
+    counts = summary.as_dict() if hasattr(summary, "as_dict") else dict(vars(summary))
+    print(
+        f"in {counts['in']}  processed {counts['processed']}  "
+        f"quarantined {counts['quarantined']}  entities {counts['entities']}"
+    )
+    print(json.dumps(counts, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinical-ner", description="Clinical DISEASE/TREATMENT NER: train, evaluate, extract"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model from annotated files")
+    train.add_argument("--train", nargs="+", required=True, metavar="FILE")
+    train.add_argument("--dev", nargs="+", metavar="FILE", help="default: 10%% hash split")
+    _add_data_options(train)
+    train.add_argument("--output", required=True, help="model directory to write")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--config", default=None, help="spaCy config (default: bundled)")
+    train.add_argument("--max-steps", type=int, default=None, help="override training steps")
+    train.add_argument("--dev-fraction", type=float, default=0.1)
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a model on annotated files")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", nargs="+", required=True, metavar="FILE")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print only the JSON result")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    extract = sub.add_parser("extract", help="extract entities from notes into Parquet")
+    extract.add_argument("--model", required=True)
+    extract.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt/.jsonl/.csv or dirs")
+    extract.add_argument("--output", required=True)
+    extract.add_argument("--batch-size", type=int, default=64)
+    extract.add_argument("--max-chars", type=int, default=100_000)
+    extract.set_defaults(func=_cmd_extract)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (AnnotationFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"clinical-ner {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Loading a trained model and turning note texts into scored, calibrated entity predictions.
+
+Confidence: the greedy transition-based NER is trained with a locally normalised objective
+(softmax over the valid actions at each token), so each decision has a probability. We replay
+spaCy's own greedy parse step by step (same decisions as `nlp(text)`), keep each step's scores,
+and give an entity the product of the probabilities of the actions that built it (B, I..., L or
+U). That raw score ranks entities well but is over-confident, so an isotonic map fitted on dev
+data turns it into the probability that the entity is exactly right (span and label); its
+expected calibration error on held-out dev data is reported in metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+
+MODEL_CARD_FILE = "clinical_ner.json"
+
+
+@dataclass(frozen=True)
+class PredictedEntity:
+    """An entity found in a note: `note_text[start:end] == text`."""
+
+    start: int
+    end: int
+    label: str
+    text: str
+    confidence: float
+    raw_score: float = 0.0  # uncalibrated product of action probabilities
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Monotone piecewise-linear map from beam marginal to P(entity exactly right)."""
+
+    x: tuple[float, ...] = (0.0, 1.0)
+    y: tuple[float, ...] = (0.0, 1.0)
+
+    @classmethod
+    def fit(cls, raw_scores: Sequence[float], correct: Sequence[bool]) -> Calibrator:
+        from sklearn.isotonic import IsotonicRegression
+
+        if len(set(correct)) < 2 or len(raw_scores) < 20:
+            return cls()  # too little evidence: keep the raw marginal
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(np.asarray(raw_scores, dtype=float), np.asarray(correct, dtype=float))
+        return cls(
+            tuple(float(v) for v in iso.X_thresholds_), tuple(float(v) for v in iso.y_thresholds_)
+        )
+
+    def __call__(self, raw: float) -> float:
+        return float(np.clip(np.interp(raw, self.x, self.y), 0.0, 1.0))
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {"x": list(self.x), "y": list(self.y)}
+
+
+def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class NerModel:
+    """A trained model directory: spaCy pipeline + confidence calibration + version."""
+
+    def __init__(
+        self,
+        nlp: Language,
+        version: str,
+        calibrator: Calibrator | None = None,
+    ) -> None:
+        self.nlp = nlp
+        self.version = version
+        self.calibrator = calibrator or Calibrator()
+        self._tables = self._action_tables()
+        self.labels: tuple[str, ...] = tuple(sorted(nlp.get_pipe("ner").labels))
+
+    @classmethod
+    def load(cls, path: Path | str) -> NerModel:
+        path = Path(path)
+        if not (path / "config.cfg").is_file():
+            raise FileNotFoundError(f"{path} is not a model directory (no config.cfg)")
+        nlp = spacy.load(path)
+        card_path = path / MODEL_CARD_FILE
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        calibration = card.get("calibration")
+        calibrator = (
+            Calibrator(tuple(calibration["x"]), tuple(calibration["y"])) if calibration else None
+        )
+        version = card.get("model_version") or f"{nlp.meta['name']}-{nlp.meta['version']}"
+        return cls(nlp, version, calibrator)
+
+    def _parse_with_scores(self, docs: list[Doc]) -> list[np.ndarray]:
+        """Greedy-parse `docs` in place; return each doc's (tokens x actions) score matrix.
+
+        Every NER action consumes exactly one token, so all states advance in lockstep: at
+        step t the unfinished states are exactly the docs longer than t, in input order.
+        """
+        ner = self.nlp.get_pipe("ner")
+        states = ner.moves.init_batch(docs)
+        step_model = ner.model.predict(docs)
+        n_classes = ner.moves.n_moves
+        per_doc = [np.zeros((len(doc), n_classes), dtype="f") for doc in docs]
+        unfinished = [state for state in states if not state.is_final()]
+        owners = [i for i, state in enumerate(states) if not state.is_final()]
+        step = 0
+        while unfinished:
+            scores = step_model.predict(unfinished)
+            for row, owner in enumerate(owners):
+                per_doc[owner][step] = scores[row]
+            still_open = ner.transition_states(unfinished, scores)
+            if len(still_open) != len(unfinished):
+                keep = {id(state) for state in still_open}
+                owners = [o for o, st in zip(owners, unfinished, strict=True) if id(st) in keep]
+            unfinished = still_open
+            step += 1
+        step_model.clear_memory()
+        ner.set_annotations(docs, states)
+        return per_doc
+
+    def _action_tables(self) -> tuple[dict[str, int], np.ndarray, np.ndarray, list[str]]:
+        ner = self.nlp.get_pipe("ner")
+        names = [ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)]
+        index = {name: i for i, name in enumerate(names)}
+        moves = np.array([name.split("-", 1)[0] for name in names])
+        labels = [name.split("-", 1)[1] if "-" in name else "" for name in names]
+        return index, moves, np.array(labels), names
+
+    def _entity_scores(self, doc: Doc, scores: np.ndarray) -> list[float]:
+        """Product of per-token action probabilities over each entity in `doc.ents`."""
+        index, moves, labels, _ = self._tables
+        n = len(doc)
+        last = np.zeros(n, dtype=bool)
+        last[-1:] = True
+        raw = []
+        for ent in doc.ents:
+            width = ent.end - ent.start
+            if width == 1:
+                chosen = [index[f"U-{ent.label_}"]]
+            else:
+                chosen = [index[f"B-{ent.label_}"]]
+                chosen += [index[f"I-{ent.label_}"]] * (width - 2)
+                chosen += [index[f"L-{ent.label_}"]]
+            log_p = 0.0
+            for offset, action in enumerate(chosen):
+                t = ent.start + offset
+                if offset == 0:  # no entity open: O, U-*, and B-* unless at the last token
+                    valid = (moves == "O") | (moves == "U") | ((moves == "B") & ~last[t])
+                else:  # inside: continue or close the open entity
+                    valid = ((moves == "I") & ~last[t]) | (moves == "L")
+                    valid &= labels == ent.label_
+                valid[action] = True
+                row = scores[t][valid]
+                top = row.max()
+                log_p += float(scores[t][action] - top - np.log(np.exp(row - top).sum()))
+            raw.append(float(np.exp(log_p)))
+        return raw
+
+    def predict_docs(
+        self, docs: Iterable[Doc], batch_size: int = 64
+    ) -> Iterator[list[PredictedEntity]]:
+        """Predict over docs that are already tokenized (e.g. a corpus's own tokens)."""
+        stream = self.nlp.pipe(docs, batch_size=batch_size, disable=["ner"])
+        for batch in _batched(stream, batch_size):
+            for doc, scores in zip(batch, self._parse_with_scores(batch), strict=True):
+                yield [
+                    PredictedEntity(
+                        ent.start_char,
+                        ent.end_char,
+                        ent.label_,
+                        ent.text,
+                        self.calibrator(raw),
+                        raw,
+                    )
+                    for ent, raw in zip(doc.ents, self._entity_scores(doc, scores), strict=True)
+                ]
+
+    def predict(
+        self, texts: Iterable[str], batch_size: int = 64
+    ) -> Iterator[list[PredictedEntity]]:
+        """One list of entities per text, in input order; offsets index the text as given."""
+        return self.predict_docs((self.nlp.make_doc(t) for t in texts), batch_size)
