@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from clinical_ner.extraction import ModelContractError
+from clinical_ner.notes import DEFAULT_MAX_CHARS, AccountingError
 from clinical_ner.readers import (
     AnnotationFormat,
     AnnotationFormatError,
@@ -88,8 +90,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for label, s in per_label.items():
             print(f"{label:<12} {s['p']:7.4f} {s['r']:7.4f} {s['f']:7.4f} {s['support']:8d}")
         print(
-            f"{'micro':<12} {result['ents_p']:7.4f} {result['ents_r']:7.4f} "
-            f"{result['ents_f']:7.4f}"
+            f"{'micro':<12} {result['ents_p']:7.4f} {result['ents_r']:7.4f} {result['ents_f']:7.4f}"
         )
     print(json.dumps(result))
     return 0
@@ -107,11 +108,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_chars=args.max_chars,
     )
-    counts = summary.as_dict() if hasattr(summary, "as_dict") else dict(vars(summary))
+    counts = summary.as_dict()
     print(
         f"in {counts['in']}  processed {counts['processed']}  "
         f"quarantined {counts['quarantined']}  entities {counts['entities']}"
     )
+    print(f"summary: {Path(args.output) / 'summary.json'}")
     print(json.dumps(counts, default=str))
     return 0
 
@@ -146,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt/.jsonl/.csv or dirs")
     extract.add_argument("--output", required=True)
     extract.add_argument("--batch-size", type=int, default=64)
-    extract.add_argument("--max-chars", type=int, default=100_000)
+    extract.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
     extract.set_defaults(func=_cmd_extract)
     return parser
 
@@ -158,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AnnotationFormatError, FileNotFoundError, ValueError) as exc:
         print(f"clinical-ner {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (AccountingError, ModelContractError) as exc:  # a bug, not bad input: say so plainly
+        print(f"clinical-ner {args.command}: internal error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,442 @@
+"""Batch extraction: notes in, partitioned entity/note/quarantine Parquet and a run summary out.
+
+Output layout under ``output_dir``::
+
+    entities/dt=YYYY-MM-DD/part-<run_id>-00000.parquet
+    notes/dt=YYYY-MM-DD/part-<run_id>-00000.parquet
+    quarantine/dt=YYYY-MM-DD/part-<run_id>-00000.parquet
+    summary.json
+
+Idempotency: ``run_id`` is derived from the inputs (each file's path and content sha256, in
+reading order) and the model version, so the same input extracted by the same model always
+has the same run id. A run writes its files under hidden ``_tmp-`` names (ignored by Athena,
+Spark, pyarrow and DuckDB globs on ``part-*``), and only after the accounting invariant has
+been checked deletes every earlier ``part-<run_id>-*`` file of that run in any ``dt=``
+partition and renames its own into place. Re-running the same input therefore replaces rows
+instead of duplicating them, even on another day; a different model version, or a different
+set of input files, is a different run and adds rows (tell them apart by ``model_version``, or
+deduplicate by ``note_id``/``note_sha256`` in the query layer). Every run writes at least one
+file per table (possibly empty) so all three tables always exist with their schema.
+``summary.json`` describes the latest run written into the directory.
+
+The model is anything with the `NerModel` interface (`clinical_ner.inference`); its output is
+checked, not trusted: a span that does not slice to its own text, an unknown label, a
+confidence outside [0, 1], a repeated span or a wrong number of results raises
+`ModelContractError` naming the note id and offsets, never the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clinical_ner.inference import PredictedEntity
+from clinical_ner.notes import (
+    DEFAULT_MAX_CHARS,
+    AccountingError,
+    InputFile,
+    Note,
+    NoteReader,
+    PathInput,
+    QuarantinedRecord,
+    discover_files,
+)
+from clinical_ner.schemas import (
+    NOTE_STATUS_PROCESSED,
+    PARTITION_COLUMN,
+    TABLES,
+    file_schema,
+    make_entity_id,
+)
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_ROWS_PER_FILE = 250_000
+SUMMARY_FILE = "summary.json"
+_HASH_CHUNK = 1 << 20
+
+
+class Predictor(Protocol):
+    """The slice of `clinical_ner.inference.NerModel` that extraction relies on."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def predict(
+        self, texts: Iterable[str], batch_size: int = ...
+    ) -> Iterator[list[PredictedEntity]]: ...
+
+
+class ModelContractError(RuntimeError):
+    """The model returned something that breaks the PredictedEntity contract (a bug)."""
+
+
+class EntityOffsetError(ModelContractError):
+    """A predicted entity's offsets do not slice its own text out of the note."""
+
+
+@dataclass
+class ExtractionSummary:
+    """Counts and throughput of one run; `as_dict()` is what `summary.json` holds."""
+
+    run_id: str
+    model_version: str
+    dt: str
+    inference_time: datetime
+    files: int = 0
+    records_in: int = 0
+    processed: int = 0
+    quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    entities: int = 0
+    entities_by_label: dict[str, int] = field(default_factory=dict)
+    words: int = 0
+    elapsed_seconds: float = 0.0
+    output_files: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def notes_per_second(self) -> float:
+        return self.processed / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def words_per_second(self) -> float:
+        return self.words / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def check(self) -> None:
+        """Raise AccountingError unless in == processed + quarantined (and per-reason sums)."""
+        if self.records_in != self.processed + self.quarantined:
+            raise AccountingError(
+                f"in={self.records_in} != processed={self.processed} + "
+                f"quarantined={self.quarantined}"
+            )
+        if sum(self.quarantined_by_reason.values()) != self.quarantined:
+            raise AccountingError("per-reason quarantine counts do not add up")
+        if sum(self.entities_by_label.values()) != self.entities:
+            raise AccountingError("per-label entity counts do not add up")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "model_version": self.model_version,
+            "dt": self.dt,
+            "inference_time": self.inference_time.isoformat(),
+            "files": self.files,
+            "in": self.records_in,
+            "processed": self.processed,
+            "quarantined": self.quarantined,
+            "quarantined_by_reason": dict(sorted(self.quarantined_by_reason.items())),
+            "entities": self.entities,
+            "entities_by_label": dict(sorted(self.entities_by_label.items())),
+            "words": self.words,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "notes_per_second": round(self.notes_per_second, 2),
+            "words_per_second": round(self.words_per_second, 1),
+            "output_files": self.output_files,
+        }
+
+
+def run_extraction(
+    model: Predictor,
+    inputs: PathInput,
+    output_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    now: datetime | None = None,
+    rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+) -> ExtractionSummary:
+    """Extract entities from every note under `inputs` into `output_dir` (see module doc).
+
+    `now` (timezone-aware) fixes `inference_time`, `quarantined_at` and the `dt` partition;
+    it defaults to the current UTC time. Missing input paths raise FileNotFoundError before
+    anything is written.
+    """
+    if batch_size < 1 or rows_per_file < 1:
+        raise ValueError("batch_size and rows_per_file must be positive")
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    now = now.astimezone(UTC)
+    dt = now.date().isoformat()
+    started = time.perf_counter()
+
+    files = discover_files(inputs)
+    run_id = compute_run_id(files, model.version)
+    out = Path(output_dir)
+    summary = ExtractionSummary(
+        run_id=run_id, model_version=model.version, dt=dt, inference_time=now
+    )
+    writers = {
+        name: _PartWriter(out, name, schema, run_id, dt, rows_per_file)
+        for name, schema in TABLES.items()
+    }
+    for writer in writers.values():
+        writer.remove_stale_tmp()
+
+    job = _Job(model, summary, writers, batch_size, now)
+    reader = NoteReader(max_chars=max_chars, normalise=True)
+    try:
+        pending: list[Note] = []
+        for record in reader.read(files):
+            if isinstance(record, Note):
+                pending.append(record)
+                if len(pending) >= batch_size:
+                    job.process(pending)
+                    pending = []
+            else:
+                job.quarantine(record)
+        job.process(pending)
+        for writer in writers.values():
+            writer.flush(force=True)
+
+        reader.summary.check()
+        summary.files = reader.summary.files
+        summary.records_in = reader.summary.records_in
+        summary.quarantined_by_reason = dict(reader.summary.by_reason)
+        summary.check()
+        if reader.summary.accepted != summary.processed:
+            raise AccountingError(
+                f"accepted={reader.summary.accepted} != processed={summary.processed}"
+            )
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+    for name, writer in writers.items():
+        summary.output_files[name] = [p.relative_to(out).as_posix() for p in writer.commit()]
+    summary.elapsed_seconds = time.perf_counter() - started
+    _write_json_atomic(out / SUMMARY_FILE, summary.as_dict())
+    return summary
+
+
+def compute_run_id(files: Sequence[InputFile], model_version: str) -> str:
+    """Deterministic id of (input files with their contents, model version); 16 hex chars."""
+    h = hashlib.sha256()
+    h.update(f"model_version={model_version}\n".encode())
+    for file in files:
+        h.update(f"{file.source}\0{_file_sha256(file.path)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+    except OSError as exc:
+        # The reader quarantines it; the id only has to be stable for the same situation.
+        return f"unreadable:{exc.errno}"
+    return h.hexdigest()
+
+
+class _Job:
+    """Turns records into rows for one run and keeps the counts."""
+
+    def __init__(
+        self,
+        model: Predictor,
+        summary: ExtractionSummary,
+        writers: dict[str, _PartWriter],
+        batch_size: int,
+        now: datetime,
+    ) -> None:
+        self.model = model
+        self.labels = frozenset(model.labels)
+        self.summary = summary
+        self.writers = writers
+        self.batch_size = batch_size
+        self.now = now
+        # Every model label is reported, so "0 TREATMENT" is visible rather than missing.
+        self.summary.entities_by_label = {label: 0 for label in self.labels}
+
+    def quarantine(self, record: QuarantinedRecord) -> None:
+        self.summary.quarantined += 1
+        self.writers["quarantine"].add(
+            {
+                "source": record.source,
+                "locator": record.locator,
+                "note_id": record.note_id,
+                "reason": record.reason.value,
+                "detail": record.detail,
+                "quarantined_at": self.now,
+            }
+        )
+
+    def process(self, notes: list[Note]) -> None:
+        if not notes:
+            return
+        results = list(self.model.predict([n.text for n in notes], batch_size=self.batch_size))
+        if len(results) != len(notes):
+            raise ModelContractError(
+                f"model {self.model.version} returned {len(results)} results for {len(notes)} texts"
+            )
+        for note, entities in zip(notes, results, strict=True):
+            self._check_entities(note, entities)
+            self._write_note(note, entities)
+
+    def _check_entities(self, note: Note, entities: list[PredictedEntity]) -> None:
+        seen: set[tuple[int, int, str]] = set()
+        for e in entities:
+            where = f"note_id={note.note_id!r} span [{e.start}:{e.end}] label {e.label!r}"
+            if not (
+                isinstance(e.start, int)
+                and isinstance(e.end, int)
+                and 0 <= e.start < e.end <= len(note.text)
+            ):
+                raise EntityOffsetError(
+                    f"model {self.model.version}: {where} is outside the note "
+                    f"({len(note.text)} characters) or empty"
+                )
+            if note.text[e.start : e.end] != e.text:
+                raise EntityOffsetError(
+                    f"model {self.model.version}: {where}: entity text ({len(e.text)} "
+                    "characters) differs from the note text at those offsets"
+                )
+            if e.label not in self.labels:
+                raise ModelContractError(
+                    f"model {self.model.version}: {where}: label not in the model's labels "
+                    f"{sorted(self.labels)}"
+                )
+            if not 0.0 <= e.confidence <= 1.0:
+                raise ModelContractError(
+                    f"model {self.model.version}: {where}: confidence {e.confidence!r} "
+                    "is not in [0, 1]"
+                )
+            if (e.start, e.end, e.label) in seen:
+                raise ModelContractError(f"model {self.model.version}: {where} is repeated")
+            seen.add((e.start, e.end, e.label))
+
+    def _write_note(self, note: Note, entities: list[PredictedEntity]) -> None:
+        counts = Counter({label: 0 for label in self.labels})
+        for e in sorted(entities, key=lambda e: (e.start, e.end, e.label)):
+            counts[e.label] += 1
+            self.writers["entities"].add(
+                {
+                    "note_id": note.note_id,
+                    "entity_id": make_entity_id(
+                        note.note_id, note.content_sha256, e.start, e.end, e.label
+                    ),
+                    "label": e.label,
+                    "text": e.text,
+                    "start_char": e.start,
+                    "end_char": e.end,
+                    "confidence": float(e.confidence),
+                    "model_version": self.model.version,
+                    "inference_time": self.now,
+                    "source": note.source,
+                    "note_sha256": note.content_sha256,
+                }
+            )
+        words = note.word_count
+        self.writers["notes"].add(
+            {
+                "note_id": note.note_id,
+                "note_sha256": note.content_sha256,
+                "source": note.source,
+                "char_count": note.char_count,
+                "word_count": words,
+                "entity_count": len(entities),
+                "entity_counts_by_label": json.dumps(
+                    dict(sorted(counts.items())), separators=(",", ":")
+                ),
+                "mean_confidence": (
+                    statistics.fmean(float(e.confidence) for e in entities) if entities else None
+                ),
+                "model_version": self.model.version,
+                "status": NOTE_STATUS_PROCESSED,
+                "inference_time": self.now,
+            }
+        )
+        self.summary.processed += 1
+        self.summary.words += words
+        self.summary.entities += len(entities)
+        for label, n in counts.items():
+            self.summary.entities_by_label[label] += n
+
+
+class _PartWriter:
+    """Buffers rows of one table and writes them as Parquet parts of one run (see module doc)."""
+
+    def __init__(
+        self,
+        root: Path,
+        table: str,
+        schema: pa.Schema,
+        run_id: str,
+        dt: str,
+        rows_per_file: int,
+    ) -> None:
+        self.table_dir = root / table
+        self.partition_dir = self.table_dir / f"{PARTITION_COLUMN}={dt}"
+        self.schema = file_schema(schema)
+        self.run_id = run_id
+        self.rows_per_file = rows_per_file
+        self.rows: list[dict[str, object]] = []
+        self.written: list[Path] = []
+
+    def _tmp_name(self, seq: int) -> str:
+        return f"_tmp-{self.run_id}-{seq:05d}.parquet"
+
+    def _final_name(self, seq: int) -> str:
+        return f"part-{self.run_id}-{seq:05d}.parquet"
+
+    def remove_stale_tmp(self) -> None:
+        """Drop temp files a crashed earlier attempt of this run left behind."""
+        for path in self.table_dir.glob(f"{PARTITION_COLUMN}=*/_tmp-{self.run_id}-*.parquet"):
+            path.unlink(missing_ok=True)
+
+    def add(self, row: dict[str, object]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.rows_per_file:
+            self.flush()
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write buffered rows; `force` writes even zero rows if nothing was written yet."""
+        if not self.rows and not (force and not self.written):
+            return
+        self.partition_dir.mkdir(parents=True, exist_ok=True)
+        path = self.partition_dir / self._tmp_name(len(self.written))
+        pq.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), path)
+        self.written.append(path)
+        self.rows = []
+
+    def commit(self) -> list[Path]:
+        """Replace every earlier part of this run (any dt) with this attempt's files."""
+        for old in self.table_dir.glob(f"{PARTITION_COLUMN}=*/part-{self.run_id}-*.parquet"):
+            old.unlink()
+        final = []
+        for seq, tmp in enumerate(self.written):
+            target = tmp.with_name(self._final_name(seq))
+            tmp.replace(target)
+            final.append(target)
+        return final
+
+    def abort(self) -> None:
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.written = []
+        self.rows = []
+
+
+def _write_json_atomic(path: Path, payload: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,663 @@
+"""Reading clinical notes from .txt/.jsonl/.csv files, accepting or quarantining every record.
+
+Accounting rule: every record read comes out exactly once, either as an accepted `Note` or as
+a `QuarantinedRecord` with a machine-readable reason, so `records_in == accepted + quarantined`
+always holds and nothing is dropped silently.
+
+What counts as one record:
+
+- ``.txt``: the whole file is one note; its ``note_id`` is the file stem (``notes/123.txt``
+  -> ``"123"``, ``a.b.txt`` -> ``"a.b"``). Locator: ``None``.
+- ``.jsonl``: one JSON object per non-blank line, with ``note_id`` (string or integer) and
+  ``text`` (string); other keys are ignored. Blank lines are not records. Locator: 1-based line
+  number.
+- ``.csv``: one row per record after a header row holding ``note_id`` and ``text`` (or, only when
+  ``text`` is absent, ``transcription`` as in MTSamples). Blank rows are not records. Locator:
+  1-based data row number (the header is row 0), which differs from the physical line number
+  when quoted fields contain newlines.
+- A file that cannot be read as records at all (unsupported extension, undecodable .txt/.csv,
+  CSV without the required columns, unreadable from disk) is one quarantined record with locator
+  ``None``. A CSV whose parser fails mid-file yields its good rows and then one quarantined
+  record (``malformed_csv``) standing for the unparsed rest of the file.
+
+Checks applied to each candidate note, first failure wins: note_id validity, text encodability,
+normalisation, empty text, length limit (on the stored, normalised text), then duplicates
+within the run. Only accepted notes are remembered for duplicate detection.
+
+PHI: note text never appears in a quarantine detail, an exception message or a summary; details
+are built from fixed templates, counts, offsets and type names only. Invalid note ids are not
+echoed either (a swapped-column CSV puts note text into the id field).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import os
+import re
+import sys
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+DEFAULT_MAX_CHARS = 100_000
+MAX_NOTE_ID_CHARS = 128
+SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
+TEXT_COLUMNS = ("text", "transcription")  # in order of preference
+
+PathInput: TypeAlias = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+_BOM = "\ufeff"
+_BOM_BYTES = codecs.BOM_UTF8
+_READ_CHUNK = 1 << 20
+# UTF-8 needs at most 4 bytes per character, so a bigger file is too long without decoding it.
+_MAX_BYTES_PER_CHAR = 4
+
+# The stdlib default (131072 chars per field) would turn a long note into a parser error that
+# loses the rest of the file; length is judged by our own max_chars check instead.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class QuarantineReason(StrEnum):
+    """Why a record was not accepted; the value is what lands in the quarantine table."""
+
+    UNSUPPORTED_FILE_TYPE = "unsupported_file_type"
+    UNREADABLE_FILE = "unreadable_file"
+    BAD_ENCODING = "bad_encoding"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    INVALID_TEXT_TYPE = "invalid_text_type"
+    SCHEMA_MISMATCH = "schema_mismatch"
+    MALFORMED_ROW = "malformed_row"
+    MALFORMED_CSV = "malformed_csv"
+    INVALID_NOTE_ID = "invalid_note_id"
+    EMPTY_TEXT = "empty_text"
+    TOO_LONG = "too_long"
+    DUPLICATE_NOTE_ID = "duplicate_note_id"
+    DUPLICATE_RECORD = "duplicate_record"
+
+
+@dataclass(frozen=True)
+class Note:
+    """An accepted note. `text` is the stored (normalised) text all entity offsets refer to."""
+
+    note_id: str
+    text: str
+    source: str
+    locator: int | None
+    content_sha256: str
+
+    @property
+    def char_count(self) -> int:
+        return len(self.text)
+
+    @property
+    def word_count(self) -> int:
+        return len(self.text.split())
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """A rejected record: where it came from and why. `detail` never contains note text."""
+
+    source: str
+    locator: int | None
+    note_id: str | None
+    reason: QuarantineReason
+    detail: str
+
+
+@dataclass
+class ReadSummary:
+    """Running counts of a read; complete once the stream is exhausted."""
+
+    files: int = 0
+    records_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    def check(self) -> None:
+        """Raise if the accounting invariant is broken (a bug, never a data problem)."""
+        if self.records_in != self.accepted + self.quarantined:
+            raise AccountingError(
+                f"records_in={self.records_in} != accepted={self.accepted} + "
+                f"quarantined={self.quarantined}"
+            )
+        if sum(self.by_reason.values()) != self.quarantined:
+            raise AccountingError("per-reason quarantine counts do not add up")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "in": self.records_in,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "quarantined_by_reason": dict(sorted(self.by_reason.items())),
+        }
+
+
+class AccountingError(RuntimeError):
+    """Records in != accepted + quarantined: a bug in the reader or its caller."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file to read, in reading order. `kind` is None when the extension is unsupported."""
+
+    path: Path
+    kind: Literal["txt", "jsonl", "csv"] | None
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class NoteBatch:
+    """A fully materialised read, for inputs small enough to hold in memory."""
+
+    notes: list[Note]
+    quarantined: list[QuarantinedRecord]
+    summary: ReadSummary
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_NEWLINES = re.compile(r"\r\n?")
+# Cc minus \t and \n (\r is gone by the time this runs).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# MTSamples flattened every line break to a comma. After a colon ("DIAGNOSIS: , Morbid",
+# "SUBJECTIVE:,  This", "HISTORY:  ,  , Text") each comma was a line break.
+_HEADER_BREAK = re.compile(r":((?:[ \t]*,)+)[ \t]*")
+# After a full stop a comma glued to the next word (".,POSTOPERATIVE", ". ,The", "., ,PAST") was
+# a line break too; "b.i.d., aspirin" (comma then space) is a real list comma and is kept.
+_SENTENCE_BREAK = re.compile(r"\.((?:[ \t]*,)+)(?=[^\s,])")
+# A comma glued to an upper-case section header ("no masses,ABDOMEN: Soft",
+# "PHYSICAL EXAMINATION,VITAL SIGNS:") was a line break; mixed-case words are left alone.
+_CAPS_HEADER_BREAK = re.compile(r"(?<=\S),(?=[A-Z][A-Z0-9 /&()'-]{0,38}[A-Z)]:)")
+
+
+def _commas_to_newlines(match: re.Match[str], lead: str) -> str:
+    return lead + "\n" * match.group(1).count(",")
+
+
+def normalise_text(text: str) -> str:
+    """Canonical stored form of a note text; pure and idempotent.
+
+    Steps: ``\\r\\n``/``\\r`` -> ``\\n``; drop control characters except ``\\n`` and ``\\t``;
+    Unicode NFC; then undo the MTSamples comma-for-line-break artefacts (one ``\\n`` per
+    flattened comma, so blank lines survive as paragraph breaks). The artefact repairs only
+    touch ``,`` that follows ``:``, a ``.`` glued to the next word, or that precedes an
+    upper-case ``HEADER:``; ordinary prose commas are unchanged.
+    """
+    text = _NEWLINES.sub("\n", text)
+    text = _CONTROL.sub("", text)
+    text = unicodedata.normalize("NFC", text)
+    text = _HEADER_BREAK.sub(lambda m: _commas_to_newlines(m, ":"), text)
+    text = _SENTENCE_BREAK.sub(lambda m: _commas_to_newlines(m, "."), text)
+    return _CAPS_HEADER_BREAK.sub("\n", text)
+
+
+def content_sha256(text: str) -> str:
+    """Hex sha256 of the UTF-8 bytes of a stored note text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- file discovery
+
+
+def _kind(path: Path) -> Literal["txt", "jsonl", "csv"] | None:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return "txt"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    return None
+
+
+def discover_files(paths: PathInput) -> list[InputFile]:
+    """Expand inputs into files in reading order.
+
+    Directories are walked recursively without following symlinked directories, and their
+    files are ordered by relative path. Every file found is listed, supported or not, so
+    unsupported ones can be quarantined rather than skipped. A path that does not exist is a
+    caller error and raises `FileNotFoundError` before anything is read.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    roots = [Path(p) for p in paths]
+    missing = [str(p) for p in roots if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"input path(s) not found: {', '.join(missing)}")
+    files: list[InputFile] = []
+    for root in roots:
+        if root.is_dir():
+            found = [Path(d) / name for d, _, names in os.walk(root) for name in names]
+            # Sorted by path components so "b/a.txt" precedes "c.txt" on every platform.
+            for path in sorted(found, key=lambda p: p.relative_to(root).parts):
+                files.append(InputFile(path, _kind(path)))
+        else:
+            files.append(InputFile(root, _kind(root)))
+    return files
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _note_id_problem(note_id: str) -> str | None:
+    """Why a note id is unusable as a key, without echoing it; None when valid."""
+    if not note_id or not note_id.strip():
+        return "note_id is empty"
+    if len(note_id) > MAX_NOTE_ID_CHARS:
+        return f"note_id has {len(note_id)} characters; limit is {MAX_NOTE_ID_CHARS}"
+    if note_id != note_id.strip():
+        return "note_id has leading or trailing whitespace"
+    if "/" in note_id:
+        return "note_id contains '/'"
+    for ch in note_id:
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            return f"note_id contains control character U+{ord(ch):04X}"
+    return None
+
+
+def _utf8_problem(path: Path) -> str | None:
+    """Validate a whole file as UTF-8 in bounded memory; describe the first error, if any."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0
+    with path.open("rb") as fh:
+        while True:
+            chunk = fh.read(_READ_CHUNK)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                return f"invalid UTF-8 near byte offset {offset + exc.start}"
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
+class NoteReader:
+    """Reads files into Notes/QuarantinedRecords, keeping duplicate state and counts for a run.
+
+    One reader is one run: note ids are unique across all files it reads. `summary` is updated
+    as records are yielded.
+    """
+
+    def __init__(self, *, max_chars: int = DEFAULT_MAX_CHARS, normalise: bool = True) -> None:
+        if max_chars < 1:
+            raise ValueError("max_chars must be positive")
+        self.max_chars = max_chars
+        self.normalise = normalise
+        self.summary = ReadSummary()
+        # note_id -> (sha256 digest, where first seen); digests keep memory at ~100 B per note.
+        self._seen: dict[str, tuple[bytes, str]] = {}
+
+    def read_file(self, file: InputFile) -> Iterator[Note | QuarantinedRecord]:
+        """Yield every record of one file, counting each one."""
+        self.summary.files += 1
+        for record in self._records(file):
+            self.summary.records_in += 1
+            if isinstance(record, Note):
+                self.summary.accepted += 1
+            else:
+                self.summary.quarantined += 1
+                self.summary.by_reason[record.reason.value] += 1
+            yield record
+
+    def read(self, files: Iterable[InputFile]) -> Iterator[Note | QuarantinedRecord]:
+        for file in files:
+            yield from self.read_file(file)
+
+    # -- per format
+
+    def _records(self, file: InputFile) -> Iterator[Note | QuarantinedRecord]:
+        source = file.source
+        if file.kind is None:
+            suffix = file.path.suffix or "(none)"
+            yield _quarantine(
+                source,
+                None,
+                None,
+                QuarantineReason.UNSUPPORTED_FILE_TYPE,
+                f"extension {suffix!r} is not one of {', '.join(SUPPORTED_SUFFIXES)}",
+            )
+            return
+        try:
+            if file.kind == "txt":
+                yield from self._read_txt(file.path, source)
+            elif file.kind == "jsonl":
+                yield from self._read_jsonl(file.path, source)
+            else:
+                yield from self._read_csv(file.path, source)
+        except OSError as exc:
+            # .txt/.csv fail before yielding anything; a .jsonl can fail mid-file, and then this
+            # one record stands for the unread rest, so the accounting still adds up.
+            yield _quarantine(
+                source,
+                None,
+                None,
+                QuarantineReason.UNREADABLE_FILE,
+                f"cannot read (the rest of) the file: {type(exc).__name__} (errno {exc.errno})",
+            )
+
+    def _read_txt(self, path: Path, source: str) -> Iterator[Note | QuarantinedRecord]:
+        note_id = path.stem
+        size = path.stat().st_size
+        if size > self.max_chars * _MAX_BYTES_PER_CHAR + len(_BOM_BYTES):
+            yield _quarantine(
+                source,
+                None,
+                note_id if _note_id_problem(note_id) is None else None,
+                QuarantineReason.TOO_LONG,
+                f"file has {size} bytes, more than {self.max_chars} characters can take",
+            )
+            return
+        data = path.read_bytes()
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield _quarantine(
+                source,
+                None,
+                note_id if _note_id_problem(note_id) is None else None,
+                QuarantineReason.BAD_ENCODING,
+                f"invalid UTF-8 near byte offset {exc.start}",
+            )
+            return
+        yield self._check(source, None, note_id, raw.removeprefix(_BOM))
+
+    def _read_jsonl(self, path: Path, source: str) -> Iterator[Note | QuarantinedRecord]:
+        with path.open("rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if lineno == 1:
+                    line = line.removeprefix(_BOM_BYTES)
+                if not line.strip():
+                    continue
+                try:
+                    decoded = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield _quarantine(
+                        source,
+                        lineno,
+                        None,
+                        QuarantineReason.BAD_ENCODING,
+                        f"invalid UTF-8 near byte offset {exc.start} of the line",
+                    )
+                    continue
+                yield self._jsonl_record(source, lineno, decoded)
+
+    def _jsonl_record(self, source: str, lineno: int, line: str) -> Note | QuarantinedRecord:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            # exc.msg is a fixed parser phrase and pos a number: neither quotes the line.
+            return _quarantine(
+                source,
+                lineno,
+                None,
+                QuarantineReason.MALFORMED_JSON,
+                f"invalid JSON: {exc.msg} (character {exc.pos} of the line)",
+            )
+        except RecursionError:
+            return _quarantine(
+                source, lineno, None, QuarantineReason.MALFORMED_JSON, "JSON nested too deeply"
+            )
+        if not isinstance(obj, dict):
+            return _quarantine(
+                source,
+                lineno,
+                None,
+                QuarantineReason.NOT_AN_OBJECT,
+                f"expected a JSON object, got {_json_type(obj)}",
+            )
+        missing = [k for k in ("note_id", "text") if obj.get(k) is None]
+        raw_id = obj.get("note_id")
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            raw_id = str(raw_id)
+        known_id = raw_id if isinstance(raw_id, str) and _note_id_problem(raw_id) is None else None
+        if missing:
+            return _quarantine(
+                source,
+                lineno,
+                known_id,
+                QuarantineReason.MISSING_FIELD,
+                f"missing required field(s): {', '.join(missing)}",
+            )
+        if not isinstance(raw_id, str):
+            return _quarantine(
+                source,
+                lineno,
+                None,
+                QuarantineReason.INVALID_NOTE_ID,
+                f"note_id must be a string or integer, got {_json_type(raw_id)}",
+            )
+        text = obj["text"]
+        if not isinstance(text, str):
+            return _quarantine(
+                source,
+                lineno,
+                known_id,
+                QuarantineReason.INVALID_TEXT_TYPE,
+                f"text must be a string, got {_json_type(text)}",
+            )
+        return self._check(source, lineno, raw_id, text)
+
+    def _read_csv(self, path: Path, source: str) -> Iterator[Note | QuarantinedRecord]:
+        # Validated up front so a bad byte late in the file cannot follow already-accepted rows.
+        problem = _utf8_problem(path)
+        if problem is not None:
+            yield _quarantine(source, None, None, QuarantineReason.BAD_ENCODING, problem)
+            return
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader, None)
+            except csv.Error as exc:
+                yield _quarantine(
+                    source,
+                    None,
+                    None,
+                    QuarantineReason.SCHEMA_MISMATCH,
+                    f"cannot parse header row: {exc}",
+                )
+                return
+            columns = [h.strip() for h in header] if header else []
+            text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
+            if "note_id" not in columns or text_col is None:
+                yield _quarantine(
+                    source,
+                    None,
+                    None,
+                    QuarantineReason.SCHEMA_MISMATCH,
+                    "header must contain note_id and text (or transcription); found "
+                    f"{len(columns)} column(s)" + ("" if header else " (no header row)"),
+                )
+                return
+            id_idx, text_idx = columns.index("note_id"), columns.index(text_col)
+            rowno = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield _quarantine(
+                        source,
+                        rowno + 1,
+                        None,
+                        QuarantineReason.MALFORMED_CSV,
+                        f"CSV parser stopped at data row {rowno + 1}: {exc}; "
+                        "the rest of the file is not read",
+                    )
+                    return
+                if not row:
+                    continue  # a blank line holds no record
+                rowno += 1
+                yield self._csv_record(source, rowno, row, len(columns), id_idx, text_idx)
+
+    def _csv_record(
+        self, source: str, rowno: int, row: list[str], width: int, id_idx: int, text_idx: int
+    ) -> Note | QuarantinedRecord:
+        # A row of the wrong width is misaligned, so its note_id slot may hold note text: the
+        # id is not reported for such rows.
+        if len(row) > width:
+            return _quarantine(
+                source,
+                rowno,
+                None,
+                QuarantineReason.MALFORMED_ROW,
+                f"row has {len(row)} fields but the header has {width}",
+            )
+        missing = [
+            name for name, idx in (("note_id", id_idx), ("text", text_idx)) if idx >= len(row)
+        ]
+        if missing:
+            return _quarantine(
+                source,
+                rowno,
+                None,
+                QuarantineReason.MISSING_FIELD,
+                f"row has {len(row)} of {width} fields; missing: {', '.join(missing)}",
+            )
+        return self._check(source, rowno, row[id_idx], row[text_idx])
+
+    # -- checks common to every format
+
+    def _check(
+        self, source: str, locator: int | None, note_id: str, text: str
+    ) -> Note | QuarantinedRecord:
+        problem = _note_id_problem(note_id)
+        if problem is not None:
+            return _quarantine(source, locator, None, QuarantineReason.INVALID_NOTE_ID, problem)
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # JSON "\ud800" escapes decode to lone surrogates that no UTF-8 sink can store.
+            return _quarantine(
+                source,
+                locator,
+                note_id,
+                QuarantineReason.BAD_ENCODING,
+                f"text contains an unpaired surrogate at character {exc.start}",
+            )
+        if self.normalise:
+            text = normalise_text(text)
+            encoded = text.encode("utf-8")
+        if not text.strip():
+            return _quarantine(
+                source,
+                locator,
+                note_id,
+                QuarantineReason.EMPTY_TEXT,
+                f"text is empty or whitespace only ({len(text)} characters)",
+            )
+        if len(text) > self.max_chars:
+            return _quarantine(
+                source,
+                locator,
+                note_id,
+                QuarantineReason.TOO_LONG,
+                f"text has {len(text)} characters; limit is {self.max_chars}",
+            )
+        digest = hashlib.sha256(encoded).digest()
+        where = source if locator is None else f"{source}:{locator}"
+        first = self._seen.get(note_id)
+        if first is not None:
+            same = first[0] == digest
+            return _quarantine(
+                source,
+                locator,
+                note_id,
+                QuarantineReason.DUPLICATE_RECORD if same else QuarantineReason.DUPLICATE_NOTE_ID,
+                (
+                    f"same note_id and identical text already accepted from {first[1]}"
+                    if same
+                    else f"note_id already accepted from {first[1]} with different text"
+                ),
+            )
+        self._seen[note_id] = (digest, where)
+        return Note(
+            note_id=note_id,
+            text=text,
+            source=source,
+            locator=locator,
+            content_sha256=digest.hex(),
+        )
+
+
+def _quarantine(
+    source: str,
+    locator: int | None,
+    note_id: str | None,
+    reason: QuarantineReason,
+    detail: str,
+) -> QuarantinedRecord:
+    return QuarantinedRecord(source, locator, note_id, reason, detail)
+
+
+_JSON_TYPE_NAMES = {bool: "boolean", int: "number", float: "number", str: "string"}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class NoteStream:
+    """Single-pass stream of records; `summary` is final once iteration has finished."""
+
+    def __init__(self, files: list[InputFile], reader: NoteReader) -> None:
+        self.files = files
+        self._reader = reader
+        self._started = False
+
+    @property
+    def summary(self) -> ReadSummary:
+        return self._reader.summary
+
+    def __iter__(self) -> Iterator[Note | QuarantinedRecord]:
+        if self._started:
+            raise RuntimeError("a NoteStream can be iterated only once")
+        self._started = True
+        yield from self._reader.read(self.files)
+        self._reader.summary.check()
+
+    def collect(self) -> NoteBatch:
+        notes: list[Note] = []
+        quarantined: list[QuarantinedRecord] = []
+        for record in self:
+            if isinstance(record, Note):
+                notes.append(record)
+            else:
+                quarantined.append(record)
+        return NoteBatch(notes, quarantined, self.summary)
+
+
+def read_notes(
+    paths: PathInput,
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    normalise: bool = True,
+) -> NoteStream:
+    """Stream every record under `paths` as a Note or QuarantinedRecord.
+
+    Files are discovered eagerly (missing paths raise `FileNotFoundError` here); records are
+    read lazily, one file and one line/row at a time, so memory stays bounded by the largest
+    single note plus the per-run duplicate index. Use ``.collect()`` for small inputs.
+    """
+    return NoteStream(discover_files(paths), NoteReader(max_chars=max_chars, normalise=normalise))
