@@ -81,7 +81,8 @@ class NerModel:
         self.nlp = nlp
         self.version = version
         self.calibrator = calibrator or Calibrator()
-        self._tables = self._action_tables()
+        self._action_index: dict[str, int] = {}
+        self._masks = self._action_masks()
         self.labels: tuple[str, ...] = tuple(sorted(nlp.get_pipe("ner").labels))
 
     @classmethod
@@ -99,8 +100,8 @@ class NerModel:
         version = card.get("model_version") or f"{nlp.meta['name']}-{nlp.meta['version']}"
         return cls(nlp, version, calibrator)
 
-    def _parse_with_scores(self, docs: list[Doc]) -> list[np.ndarray]:
-        """Greedy-parse `docs` in place; return each doc's (tokens x actions) score matrix.
+    def _parse_with_scores(self, docs: list[Doc]) -> np.ndarray:
+        """Greedy-parse `docs` in place; return scores shaped (docs, max tokens, actions).
 
         Every NER action consumes exactly one token, so all states advance in lockstep: at
         step t the unfinished states are exactly the docs longer than t, in input order.
@@ -108,60 +109,65 @@ class NerModel:
         ner = self.nlp.get_pipe("ner")
         states = ner.moves.init_batch(docs)
         step_model = ner.model.predict(docs)
-        n_classes = ner.moves.n_moves
-        per_doc = [np.zeros((len(doc), n_classes), dtype="f") for doc in docs]
+        longest = max((len(doc) for doc in docs), default=0)
+        all_scores = np.zeros((len(docs), longest, ner.moves.n_moves), dtype="f")
         unfinished = [state for state in states if not state.is_final()]
-        owners = [i for i, state in enumerate(states) if not state.is_final()]
+        owners = np.array([i for i, state in enumerate(states) if not state.is_final()], dtype=int)
         step = 0
         while unfinished:
             scores = step_model.predict(unfinished)
-            for row, owner in enumerate(owners):
-                per_doc[owner][step] = scores[row]
+            all_scores[owners, step] = scores
             still_open = ner.transition_states(unfinished, scores)
-            if len(still_open) != len(unfinished):
-                keep = {id(state) for state in still_open}
-                owners = [o for o, st in zip(owners, unfinished, strict=True) if id(st) in keep]
-            unfinished = still_open
             step += 1
+            if len(still_open) != len(unfinished):
+                owners = np.array([o for o in owners if len(docs[o]) > step], dtype=int)
+            unfinished = still_open
         step_model.clear_memory()
         ner.set_annotations(docs, states)
-        return per_doc
+        return all_scores
 
-    def _action_tables(self) -> tuple[dict[str, int], np.ndarray, np.ndarray, list[str]]:
+    def _action_masks(self) -> dict[tuple[bool, str | None, bool], np.ndarray]:
+        """Valid-action masks keyed by (entity open, open label, last token).
+
+        These mirror spaCy's BILUO validity rules for docs without preset entities; they only
+        normalise the softmax, spaCy itself still chooses the actions.
+        """
         ner = self.nlp.get_pipe("ner")
         names = [ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)]
-        index = {name: i for i, name in enumerate(names)}
         moves = np.array([name.split("-", 1)[0] for name in names])
-        labels = [name.split("-", 1)[1] if "-" in name else "" for name in names]
-        return index, moves, np.array(labels), names
+        labels = np.array([name.split("-", 1)[1] if "-" in name else "" for name in names])
+        self._action_index = {name: i for i, name in enumerate(names)}
+        masks: dict[tuple[bool, str | None, bool], np.ndarray] = {}
+        for last in (False, True):
+            masks[(False, None, last)] = (
+                (moves == "O") | (moves == "U") | ((moves == "B") & (not last))
+            )
+            for label in set(labels) - {""}:
+                masks[(True, label, last)] = (((moves == "I") & (not last)) | (moves == "L")) & (
+                    labels == label
+                )
+        return masks
 
     def _entity_scores(self, doc: Doc, scores: np.ndarray) -> list[float]:
         """Product of per-token action probabilities over each entity in `doc.ents`."""
-        index, moves, labels, _ = self._tables
-        n = len(doc)
-        last = np.zeros(n, dtype=bool)
-        last[-1:] = True
+        index = self._action_index
+        last_token = len(doc) - 1
         raw = []
         for ent in doc.ents:
-            width = ent.end - ent.start
-            if width == 1:
-                chosen = [index[f"U-{ent.label_}"]]
-            else:
-                chosen = [index[f"B-{ent.label_}"]]
-                chosen += [index[f"I-{ent.label_}"]] * (width - 2)
-                chosen += [index[f"L-{ent.label_}"]]
+            label = ent.label_
             log_p = 0.0
-            for offset, action in enumerate(chosen):
-                t = ent.start + offset
-                if offset == 0:  # no entity open: O, U-*, and B-* unless at the last token
-                    valid = (moves == "O") | (moves == "U") | ((moves == "B") & ~last[t])
-                else:  # inside: continue or close the open entity
-                    valid = ((moves == "I") & ~last[t]) | (moves == "L")
-                    valid &= labels == ent.label_
-                valid[action] = True
-                row = scores[t][valid]
-                top = row.max()
-                log_p += float(scores[t][action] - top - np.log(np.exp(row - top).sum()))
+            for t in range(ent.start, ent.end):
+                first, final = t == ent.start, t == ent.end - 1
+                if first:
+                    action = index[f"U-{label}" if final else f"B-{label}"]
+                    mask = self._masks[(False, None, t == last_token)]
+                else:
+                    action = index[f"L-{label}" if final else f"I-{label}"]
+                    mask = self._masks[(True, label, t == last_token)]
+                row = scores[t]
+                valid = row[mask]
+                top = valid.max()
+                log_p += float(row[action] - top - np.log(np.exp(valid - top).sum()))
             raw.append(float(np.exp(log_p)))
         return raw
 
