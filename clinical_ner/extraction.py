@@ -338,6 +338,7 @@ class _Job:
                     "start_char": e.start,
                     "end_char": e.end,
                     "confidence": float(e.confidence),
+                    "negated": bool(e.negated),
                     "model_version": self.model.version,
                     "inference_time": self.now,
                     "source": note.source,

@@ -22,6 +22,8 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from clinical_ner.traits import is_negated
+
 MODEL_CARD_FILE = "clinical_ner.json"
 
 
@@ -35,6 +37,7 @@ class PredictedEntity:
     text: str
     confidence: float
     raw_score: float = 0.0  # uncalibrated product of action probabilities
+    negated: bool = False  # NEGATION trait (clinical_ner.traits)
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ class NerModel:
                         ent.text,
                         self.calibrator(raw),
                         raw,
+                        is_negated(doc.text, ent.start_char, ent.end_char),
                     )
                     for ent, raw in zip(doc.ents, self._entity_scores(doc, scores), strict=True)
                 ]

@@ -102,6 +102,12 @@ ENTITY_COLUMNS: tuple[Column, ...] = (
         False,
         "Model confidence in [0, 1] that this span has this label.",
     ),
+    Column(
+        "negated",
+        pa.bool_(),
+        False,
+        "True when the mention is negated in its clause (NegEx rules), e.g. 'no evidence of X'.",
+    ),
     _MODEL_VERSION,
     _INFERENCE_TIME,
     _DT,
