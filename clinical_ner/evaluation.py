@@ -85,52 +85,43 @@ def score_entities(
     return scores
 
 
-def expected_calibration_error(
-    confidences: Sequence[float], correct: Sequence[bool], bins: int = 10
-) -> float:
-    """ECE with equal-width bins: the support-weighted mean |accuracy - confidence| per bin."""
+def _bins(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int
+) -> list[tuple[int, float, int]]:
+    """Per equal-width bin: (count, sum of confidences, hits); 1.0 falls in the last bin."""
     if len(confidences) != len(correct):
         raise ValueError("confidences and correctness flags differ in length")
-    if not confidences:
-        return 0.0
-    totals = [0] * bins
-    conf_sum = [0.0] * bins
-    hits = [0] * bins
+    table = [(0, 0.0, 0)] * bins
     for conf, ok in zip(confidences, correct, strict=True):
         if not 0.0 <= conf <= 1.0:
             raise ValueError(f"confidence {conf} outside [0, 1]")
         index = min(int(conf * bins), bins - 1)
-        totals[index] += 1
-        conf_sum[index] += conf
-        hits[index] += int(ok)
+        count, total, hits = table[index]
+        table[index] = (count + 1, total + conf, hits + int(ok))
+    return table
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> float:
+    """ECE with equal-width bins: the support-weighted mean |accuracy - confidence| per bin."""
+    table = _bins(confidences, correct, bins)
     n = len(confidences)
-    return sum(
-        abs(hits[i] / totals[i] - conf_sum[i] / totals[i]) * totals[i] / n
-        for i in range(bins)
-        if totals[i]
-    )
+    return sum(abs(hits - total) / n for count, total, hits in table if count)
 
 
 def reliability_table(
     confidences: Sequence[float], correct: Sequence[bool], bins: int = 10
 ) -> list[dict[str, float | int]]:
-    """Per-bin count, mean confidence and accuracy, for reports and plots."""
-    table = []
-    for i in range(bins):
-        lo, hi = i / bins, (i + 1) / bins
-        members = [
-            (c, ok)
-            for c, ok in zip(confidences, correct, strict=True)
-            if lo <= c < hi or (i == bins - 1 and c == 1.0)
-        ]
-        if members:
-            table.append(
-                {
-                    "bin_low": lo,
-                    "bin_high": hi,
-                    "count": len(members),
-                    "mean_confidence": sum(c for c, _ in members) / len(members),
-                    "accuracy": sum(ok for _, ok in members) / len(members),
-                }
-            )
-    return table
+    """Per non-empty bin: count, mean confidence and accuracy, for reports and plots."""
+    return [
+        {
+            "bin_low": i / bins,
+            "bin_high": (i + 1) / bins,
+            "count": count,
+            "mean_confidence": total / count,
+            "accuracy": hits / count,
+        }
+        for i, (count, total, hits) in enumerate(_bins(confidences, correct, bins))
+        if count
+    ]

@@ -41,6 +41,13 @@ _REVIEW_MARKER = ("<", "TO_SEE", ">")
 # UTF-8 read as Latin-1 ("Ã¶" for "ö"); BioText also has "Ã1/4" where "Ã¼" lost its "¼".
 _MOJIBAKE = re.compile(r"[ÂÃ][\u0080-\u00bf]")
 _MOJIBAKE_QUARTER = "Ã1/4"
+# Line breaks are \r\n, \r and \n only: str.splitlines() also breaks at \x85 (in mojibake such
+# as "Ã\x85" for "Å") and U+2028 (legal unescaped inside a JSON string).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+# X_sent / X_label (also X_sents, X_sent.txt); not "X_sentences" or "X_labeled".
+_SENT_NAME = re.compile(r"_sents?(?![a-z])")
+_LABEL_NAME = re.compile(r"_labels?(?![a-z])")
 
 
 class AnnotationFormat(StrEnum):
@@ -88,11 +95,11 @@ class _LabelResolver:
             target = raw
         else:
             known = sorted(set(self.mapping) | set(self.mapping.values()) - {DROP_LABEL})
+            # The type is not quoted: in a mis-columned file it is corpus text.
             raise AnnotationFormatError(
                 path,
                 line,
-                f"unknown entity type {raw!r} (known: {', '.join(known)}; map it "
-                "with --labels TYPE=LABEL)",
+                f"unknown entity type (known: {', '.join(known)}; map it with --labels TYPE=LABEL)",
             )
         return None if target == DROP_LABEL else target
 
@@ -102,11 +109,19 @@ def _decode(path: Path) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = len(_LINE_BREAK_BYTES.split(data[: exc.start]))
         raise AnnotationFormatError(
             path, line, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from None
     return text.removeprefix("\ufeff")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines of `text` like str.splitlines(), but broken only at \r\n, \r and \n."""
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def _repair_mojibake(token: str) -> str:
@@ -129,7 +144,9 @@ def _split_tag(tag: str, path: Path, line: int) -> tuple[str, str | None]:
         prefix = {"L": "E", "U": "S"}.get(tag[0], tag[0])
         return prefix, tag[2:]
     if not tag or any(c.isspace() for c in tag) or "-" in tag[:2]:
-        raise AnnotationFormatError(path, line, f"malformed tag {tag!r}")
+        raise AnnotationFormatError(
+            path, line, "malformed tag (expected O, B-/I-/E-/S-/L-/U-TYPE or a bare TYPE)"
+        )
     return "IO", tag
 
 
@@ -181,7 +198,11 @@ def _tags_to_token_spans(
 
 
 def _doc_from_tokens(
-    sentence: _Sentence, path: Path, resolver: _LabelResolver, report: ReadReport
+    sentence: _Sentence,
+    path: Path,
+    resolver: _LabelResolver,
+    report: ReadReport,
+    tag_path: Path | None = None,
 ) -> AnnotatedDoc | None:
     if tuple(sentence.tokens[: len(_REVIEW_MARKER)]) == _REVIEW_MARKER:
         report.review_markers_stripped += 1
@@ -205,7 +226,7 @@ def _doc_from_tokens(
     text = " ".join(words)
     entities = tuple(
         Entity(tokens[start].start, tokens[end - 1].end, label)
-        for start, end, label in _tags_to_token_spans(sentence, path, resolver, report)
+        for start, end, label in _tags_to_token_spans(sentence, tag_path or path, resolver, report)
         if label is not None
     )
     return AnnotatedDoc(text, tuple(tokens), entities, f"{path}:{sentence.lines[0]}")
@@ -213,7 +234,7 @@ def _doc_from_tokens(
 
 def _token_tag_pairs(path: Path) -> Iterable[_Sentence]:
     current = _Sentence([], [], [])
-    for number, raw in enumerate(_decode(path).splitlines(), start=1):
+    for number, raw in enumerate(_lines(_decode(path)), start=1):
         line = raw.rstrip("\r\n")
         if not line.strip() or line.startswith("-DOCSTART-"):
             if current.tokens:
@@ -258,8 +279,8 @@ def _read_sent_label(
     label_path = label_path_for(path)
     if not label_path.exists():
         raise AnnotationFormatError(path, None, f"paired label file {label_path} not found")
-    sent_lines = _decode(path).splitlines()
-    label_lines = _decode(label_path).splitlines()
+    sent_lines = _lines(_decode(path))
+    label_lines = _lines(_decode(label_path))
     docs = []
     current = _Sentence([], [], [])
     for index in range(max(len(sent_lines), len(label_lines))):
@@ -281,7 +302,7 @@ def _read_sent_label(
         if not token:
             if current.tokens:
                 report.docs_read += 1
-                doc = _doc_from_tokens(current, path, resolver, report)
+                doc = _doc_from_tokens(current, path, resolver, report, label_path)
                 if doc is not None:
                     docs.append(doc)
                 current = _Sentence([], [], [])
@@ -291,7 +312,7 @@ def _read_sent_label(
         current.lines.append(number)
     if current.tokens:
         report.docs_read += 1
-        doc = _doc_from_tokens(current, path, resolver, report)
+        doc = _doc_from_tokens(current, path, resolver, report, label_path)
         if doc is not None:
             docs.append(doc)
     return docs
@@ -305,7 +326,7 @@ def _jsonl_spans(record: dict, path: Path, number: int) -> list[tuple[int, int, 
     if not isinstance(raw_spans, list):
         raise AnnotationFormatError(path, number, f"'{key}' must be a list of spans")
     spans = []
-    for item in raw_spans:
+    for position, item in enumerate(raw_spans, start=1):
         if isinstance(item, dict):
             item = [
                 item.get("start_offset", item.get("start")),
@@ -321,8 +342,10 @@ def _jsonl_spans(record: dict, path: Path, number: int) -> list[tuple[int, int, 
             or isinstance(item[1], bool)
             or not isinstance(item[2], str)
         ):
-            raise AnnotationFormatError(
-                path, number, f"span {item!r} is not [start, end, 'LABEL'] with integer offsets"
+            raise AnnotationFormatError(  # the span itself is not quoted: it may hold text
+                path,
+                number,
+                f"span {position} of '{key}' is not [start, end, 'LABEL'] with integer offsets",
             )
         spans.append((item[0], item[1], item[2]))
     return spans
@@ -330,7 +353,7 @@ def _jsonl_spans(record: dict, path: Path, number: int) -> list[tuple[int, int, 
 
 def _read_jsonl(path: Path, resolver: _LabelResolver, report: ReadReport) -> list[AnnotatedDoc]:
     docs = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    for number, line in enumerate(_lines(_decode(path)), start=1):
         if not line.strip():
             continue
         try:
@@ -373,11 +396,18 @@ def detect_format(path: Path) -> AnnotationFormat:
     name = path.name.lower()
     if name.endswith((".jsonl", ".json")):
         return AnnotationFormat.JSONL
-    if "_sent" in name:
+    if _SENT_NAME.search(name):
         return AnnotationFormat.SENT_LABEL
-    if "_label" in name:
+    if _LABEL_NAME.search(name):
         raise AnnotationFormatError(path, None, "pass the '_sent' file of a sent/label pair")
-    first = next((line for line in _decode(path).splitlines() if line.strip()), "")
+    first = next(
+        (
+            line
+            for line in _lines(_decode(path))
+            if line.strip() and not line.startswith("-DOCSTART-")  # as the IOB reader does
+        ),
+        "",
+    )
     if first.lstrip().startswith("{"):
         return AnnotationFormat.JSONL
     if "\t" in first:
