@@ -3,41 +3,66 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 RUN_DIR ?= local-run
 
-.PHONY: setup run test lint format benchmark clean
+# Offline-friendly CDK/jsii settings (no telemetry, no version check, no Node EOL banner).
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := 1
+
+.PHONY: setup setup-python setup-node setup-java run test lint format synth benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,infra]"
 	$(PY) -m pip check
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup-python: $(STAMP)
+
+# The CDK CLI and asl-validator, pinned in package.json / package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node >= 20) is required: see README" >&2; exit 1; }
+	npm ci --silent --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+setup-node: $(NODE_STAMP)
+
+# Local Spark (the Glue jobs' tests) needs a Java runtime.
+setup-java:
+	@command -v java >/dev/null || { \
+		echo "installing a Java runtime for local Spark"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
+
+setup: setup-python setup-node setup-java
 
 # The embedded default: train on the bundled synthetic annotations, extract the bundled
 # synthetic notes, no AWS account needed.
-run: setup
+run: setup-python
 	$(VENV)/bin/clinical-ner train --train clinical_ner/samples/synthetic_annotations.jsonl \
 		--output $(RUN_DIR)/model --max-steps 300 --seed 0
 	$(VENV)/bin/clinical-ner extract --model $(RUN_DIR)/model \
 		clinical_ner/samples/synthetic_notes.jsonl --output $(RUN_DIR)/extraction
 	@echo "model: $(RUN_DIR)/model  extraction: $(RUN_DIR)/extraction"
 
-lint: setup
+lint: setup-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: setup
+format: setup-python
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
-	$(PY) -m pytest
+test: setup lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
 
-benchmark: setup
+synth: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk synth --no-notices --quiet
+
+benchmark: setup-python
 	$(PY) benchmarks/benchmark_ner.py
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR)
+	rm -rf $(VENV) $(RUN_DIR) node_modules cdk.out

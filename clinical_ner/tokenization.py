@@ -9,10 +9,11 @@ runtimes without spaCy (Glue, Lambda) tokenize identically.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import spacy
-from spacy.language import Language
-from spacy.tokenizer import Tokenizer
+if TYPE_CHECKING:  # spaCy is imported lazily: Glue and Lambda use only the regex
+    from spacy.language import Language
+    from spacy.tokenizer import Tokenizer
 
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 _PUNCT = r"[^\w\s]"
@@ -25,6 +26,8 @@ def tokenize_offsets(text: str) -> list[tuple[int, int]]:
 
 def punctuation_splitting_tokenizer(nlp: Language) -> Tokenizer:
     """A spaCy tokenizer equivalent to `TOKEN_PATTERN`; it serializes with the model."""
+    from spacy.tokenizer import Tokenizer
+
     return Tokenizer(
         nlp.vocab,
         rules={},
@@ -38,6 +41,8 @@ def punctuation_splitting_tokenizer(nlp: Language) -> Tokenizer:
 
 def blank_pipeline() -> Language:
     """A blank English pipeline that tokenizes like the training corpora."""
+    import spacy
+
     nlp = spacy.blank("en")
     nlp.tokenizer = punctuation_splitting_tokenizer(nlp)
     return nlp
