@@ -286,6 +286,50 @@ def _utf8_problem(path: Path) -> str | None:
             offset += len(chunk)
 
 
+class NoteRejected(ValueError):
+    """A candidate note failed a check; `detail` never contains note text or the note id."""
+
+    def __init__(self, reason: QuarantineReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def checked_note_text(
+    note_id: str, text: str, *, max_chars: int = DEFAULT_MAX_CHARS, normalise: bool = True
+) -> str:
+    """The stored text of one candidate note, or `NoteRejected` naming the first failed check.
+
+    The per-record checks of the readers, in their order: note_id validity, text encodability,
+    normalisation, empty text, length limit (on the stored text). Duplicate detection needs a
+    run and stays with `NoteReader`. Used by every entry point that takes notes one by one
+    (the inference server), so a note is accepted or rejected the same way everywhere.
+    """
+    problem = _note_id_problem(note_id)
+    if problem is not None:
+        raise NoteRejected(QuarantineReason.INVALID_NOTE_ID, problem)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # JSON "\ud800" escapes decode to lone surrogates that no UTF-8 sink can store.
+        raise NoteRejected(
+            QuarantineReason.BAD_ENCODING,
+            f"text contains an unpaired surrogate at character {exc.start}",
+        ) from None
+    if normalise:
+        text = normalise_text(text)
+    if not text.strip():
+        raise NoteRejected(
+            QuarantineReason.EMPTY_TEXT,
+            f"text is empty or whitespace only ({len(text)} characters)",
+        )
+    if len(text) > max_chars:
+        raise NoteRejected(
+            QuarantineReason.TOO_LONG, f"text has {len(text)} characters; limit is {max_chars}"
+        )
+    return text
+
+
 class NoteReader:
     """Reads files into Notes/QuarantinedRecords, keeping duplicate state and counts for a run.
 
@@ -536,39 +580,14 @@ class NoteReader:
     def _check(
         self, source: str, locator: int | None, note_id: str, text: str
     ) -> Note | QuarantinedRecord:
-        problem = _note_id_problem(note_id)
-        if problem is not None:
-            return _quarantine(source, locator, None, QuarantineReason.INVALID_NOTE_ID, problem)
         try:
-            encoded = text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            # JSON "\ud800" escapes decode to lone surrogates that no UTF-8 sink can store.
-            return _quarantine(
-                source,
-                locator,
-                note_id,
-                QuarantineReason.BAD_ENCODING,
-                f"text contains an unpaired surrogate at character {exc.start}",
+            text = checked_note_text(
+                note_id, text, max_chars=self.max_chars, normalise=self.normalise
             )
-        if self.normalise:
-            text = normalise_text(text)
-            encoded = text.encode("utf-8")
-        if not text.strip():
-            return _quarantine(
-                source,
-                locator,
-                note_id,
-                QuarantineReason.EMPTY_TEXT,
-                f"text is empty or whitespace only ({len(text)} characters)",
-            )
-        if len(text) > self.max_chars:
-            return _quarantine(
-                source,
-                locator,
-                note_id,
-                QuarantineReason.TOO_LONG,
-                f"text has {len(text)} characters; limit is {self.max_chars}",
-            )
+        except NoteRejected as exc:
+            known_id = None if exc.reason is QuarantineReason.INVALID_NOTE_ID else note_id
+            return _quarantine(source, locator, known_id, exc.reason, exc.detail)
+        encoded = text.encode("utf-8")
         digest = hashlib.sha256(encoded).digest()
         where = source if locator is None else f"{source}:{locator}"
         first = self._seen.get(note_id)
