@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from thinc.api import ConfigValidationError
+
 from clinical_ner.extraction import ModelContractError
 from clinical_ner.notes import DEFAULT_MAX_CHARS, AccountingError
 from clinical_ner.readers import (
@@ -56,6 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data_reports={"train": train_report.as_dict(), "dev": dev_report_dict},
         dev_is_split_of_train=dev_is_split,
         label_map=label_map,
+        init_tok2vec=Path(args.init_tok2vec) if args.init_tok2vec else None,
     )
     overrides: dict[str, object] = {}
     if args.max_steps is not None:
@@ -69,6 +72,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"model {metrics['model_version']} -> {args.output}: dev P {dev['ents_p']:.4f} "
         f"R {dev['ents_r']:.4f} F {dev['ents_f']:.4f}; trained in {metrics['training_seconds']} s"
     )
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from clinical_ner.notes import read_notes
+    from clinical_ner.training import pretrain_tok2vec
+
+    texts: list[str] = []
+    if args.notes:
+        batch = read_notes(args.notes).collect()
+        texts.extend(note.text for note in batch.notes)
+        summary = batch.summary.as_dict()
+        print(
+            f"notes: in {summary['in']}, used {summary['accepted']}, "
+            f"quarantined {summary['quarantined']}"
+        )
+    if args.annotations:
+        docs, _ = read_annotations(args.annotations, args.format, parse_label_map(args.labels))
+        texts.extend(d.text for d in docs)
+        print(f"annotated texts: {len(docs)}")
+    if not texts:
+        raise ValueError("nothing to pretrain on: pass --notes and/or --annotations")
+    weights = pretrain_tok2vec(
+        texts, args.output, epochs=args.epochs, seed=args.seed, config_path=args.config
+    )
+    print(f"weights: {weights}  (use: clinical-ner train --init-tok2vec {weights})")
     return 0
 
 
@@ -133,7 +162,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default=None, help="spaCy config (default: bundled)")
     train.add_argument("--max-steps", type=int, default=None, help="override training steps")
     train.add_argument("--dev-fraction", type=float, default=0.1)
+    train.add_argument(
+        "--init-tok2vec", default=None, help="pretrained tok2vec weights (clinical-ner pretrain)"
+    )
     train.set_defaults(func=_cmd_train)
+
+    pretrain = sub.add_parser(
+        "pretrain", help="pretrain the tok2vec layer on unlabelled notes and annotated texts"
+    )
+    pretrain.add_argument(
+        "--notes",
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="notes (.txt/.jsonl/.csv or dirs), read with quarantine rules",
+    )
+    pretrain.add_argument(
+        "--annotations",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="annotated files whose texts (not labels) are used",
+    )
+    _add_data_options(pretrain)
+    pretrain.add_argument("--output", required=True, help="directory for the weights")
+    pretrain.add_argument("--epochs", type=int, default=2)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--config", default=None)
+    pretrain.set_defaults(func=_cmd_pretrain)
 
     evaluate = sub.add_parser("evaluate", help="score a model on annotated files")
     evaluate.add_argument("--model", required=True)
@@ -157,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigValidationError as exc:  # spaCy's message embeds the whole config: summarise
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in exc.errors
+        )
+        print(f"clinical-ner {args.command}: config error: {problems}", file=sys.stderr)
+        return 2
     except (AnnotationFormatError, FileNotFoundError, ValueError) as exc:
         print(f"clinical-ner {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,14 +23,18 @@ import spacy
 from spacy.tokens import DocBin
 from spacy.training.initialize import init_nlp
 from spacy.training.loop import train as spacy_train_loop
-from spacy.util import load_config
+from spacy.util import load_config, load_model_from_config
 
 from clinical_ner import __version__
 from clinical_ner.corpus import AnnotatedDoc
 from clinical_ner.evaluation import expected_calibration_error, reliability_table
 from clinical_ner.inference import MODEL_CARD_FILE, Calibrator, NerModel
 from clinical_ner.scoring import evaluate_docs
-from clinical_ner.tokenization import blank_pipeline, punctuation_splitting_tokenizer
+from clinical_ner.tokenization import (
+    TOKEN_PATTERN,
+    blank_pipeline,
+    punctuation_splitting_tokenizer,
+)
 
 METRICS_FILE = "metrics.json"
 DEFAULT_DEV_FRACTION = 0.1
@@ -106,6 +110,7 @@ class TrainingInputs:
     data_reports: dict[str, object] = field(default_factory=dict)
     dev_is_split_of_train: bool = False
     label_map: dict[str, str] = field(default_factory=dict)
+    init_tok2vec: Path | None = None  # weights from `pretrain_tok2vec`
 
 
 def model_version_for(config_text: str, inputs: TrainingInputs, seed: int) -> str:
@@ -114,6 +119,8 @@ def model_version_for(config_text: str, inputs: TrainingInputs, seed: int) -> st
     digest.update(json.dumps(sorted(inputs.data_files.values())).encode())
     digest.update(json.dumps(sorted(inputs.label_map.items())).encode())
     digest.update(str(seed).encode())
+    if inputs.init_tok2vec is not None:
+        digest.update(file_sha256(inputs.init_tok2vec).encode())
     return f"clinical-ner-{digest.hexdigest()[:12]}"
 
 
@@ -185,6 +192,8 @@ def train_model(
             "system.seed": seed,
             **(overrides or {}),
         }
+        if inputs.init_tok2vec is not None:
+            config_overrides["paths.init_tok2vec"] = str(inputs.init_tok2vec)
         config = load_config(config_path, overrides=config_overrides, interpolate=False)
         # Short runs must still be evaluated, or model-best would be the untrained step 0.
         max_steps = int(config["training"]["max_steps"])
@@ -241,9 +250,61 @@ def train_model(
         "label_map": inputs.label_map,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "config_overrides": {k: v for k, v in (overrides or {}).items()},
+        "init_tok2vec": (
+            {"path": str(inputs.init_tok2vec), "sha256": file_sha256(inputs.init_tok2vec)}
+            if inputs.init_tok2vec is not None
+            else None
+        ),
     }
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def pretrain_tok2vec(
+    texts: Iterable[str],
+    output_dir: Path | str,
+    *,
+    epochs: int = 2,
+    seed: int = 0,
+    config_path: Path | str | None = None,
+) -> Path:
+    """Pretrain the tok2vec layer on unlabelled texts; return the last epoch's weights file.
+
+    Texts are written pre-tokenized (tokens joined by spaces) because spaCy's pretraining
+    tokenizes with the config's default tokenizer, which must see the model's own tokens.
+    """
+    from spacy.training.pretrain import pretrain
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    corpus = output_dir / "pretrain_texts.jsonl"
+    count = 0
+    with open(corpus, "w", encoding="utf-8") as handle:
+        for text in texts:
+            for paragraph in text.split("\n"):
+                tokens = TOKEN_PATTERN.findall(paragraph)
+                if len(tokens) >= 5:
+                    handle.write(json.dumps({"text": " ".join(tokens)}) + "\n")
+                    count += 1
+    if count == 0:
+        raise ValueError("no text with at least 5 tokens to pretrain on")
+    raw_config = load_config(
+        Path(config_path) if config_path else default_config_path(),
+        overrides={
+            "paths.raw_text": str(corpus),
+            "pretraining.max_epochs": epochs,
+            "system.seed": seed,
+        },
+        interpolate=False,
+    )
+    # spaCy's pretrain() wants a config with every default filled in, as `train` fills it.
+    filled = load_model_from_config(raw_config, auto_fill=True, validate=True).config
+    pretrain(filled.interpolate(), output_dir, silent=True)
+    corpus.unlink()
+    weights = output_dir / f"model{epochs - 1}.bin"
+    if not weights.is_file():
+        raise RuntimeError(f"pretraining wrote no {weights.name}")
+    return weights
 
 
 class _LogWriter:

@@ -167,3 +167,42 @@ def test_extract_cli_accounts_for_every_record(trained, tmp_path, capsys):
     for row in entities.itertuples():
         assert texts[row.note_id][row.start_char : row.end_char] == row.text
     assert len(pd.read_parquet(result_dir / "quarantine")) == 2
+
+
+def test_pretrained_tok2vec_weights_are_loaded_into_training(tmp_path):
+    import numpy as np
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
+
+    from clinical_ner.training import default_config_path, pretrain_tok2vec
+
+    texts = [d.text for d in read_annotations([ANNOTATIONS])[0]]
+    weights = pretrain_tok2vec(texts, tmp_path / "pre", epochs=1, seed=1)
+    assert weights.name == "model0.bin"
+
+    def tok2vec_norm(init: Path | None) -> float:
+        overrides = {"paths.train": "x", "paths.dev": "x"}
+        if init is not None:
+            overrides["paths.init_tok2vec"] = str(init)
+        config = load_config(default_config_path(), overrides=overrides, interpolate=False)
+        # Corpora are only read lazily; initialize needs examples, so give it the samples.
+        docbin_path = tmp_path / "train.spacy"
+        if not docbin_path.exists():
+            from clinical_ner.training import ConversionReport, to_docbin
+
+            to_docbin(read_annotations([ANNOTATIONS])[0][:20], ConversionReport()).to_disk(
+                docbin_path
+            )
+        config["paths"]["train"] = config["paths"]["dev"] = str(docbin_path)
+        nlp = init_nlp(config)
+        model = nlp.get_pipe("tok2vec").model
+        return float(
+            sum(
+                np.abs(node.get_param(name)).sum()
+                for node in model.walk()
+                for name in node.param_names
+                if node.has_param(name)
+            )
+        )
+
+    assert tok2vec_norm(weights) != pytest.approx(tok2vec_norm(None))
