@@ -27,10 +27,12 @@ from crf_baseline import CrfBaseline  # noqa: E402
 from clinical_ner.corpus import AnnotatedDoc, Entity, Token  # noqa: E402
 from clinical_ner.evaluation import score_entities  # noqa: E402
 from clinical_ner.inference import NerModel  # noqa: E402
+from clinical_ner.notes import read_notes  # noqa: E402
 from clinical_ner.readers import DEFAULT_LABEL_MAP, read_annotations  # noqa: E402
 from clinical_ner.training import (  # noqa: E402
     TrainingInputs,
     file_sha256,
+    pretrain_tok2vec,
     split_by_hash,
     train_model,
 )
@@ -144,7 +146,25 @@ def speed(model_dir: Path) -> dict[str, object]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_corpus(name: str, max_steps: int | None, with_crf: bool) -> dict[str, object]:
+def pretrained_weights(corpora: list[str], epochs: int) -> Path:
+    """tok2vec pretrained on MTSamples notes + the corpora's train texts (never devel)."""
+    texts = [n.text for n in read_notes([DATA / "mtsamples" / "mtsamples.csv"]).collect().notes]
+    for name in corpora:
+        texts += [d.text for d in read_annotations([DATA / CORPORA[name][0]])[0]]
+    started = time.perf_counter()
+    weights = pretrain_tok2vec(texts, RESULTS / "pretrain", epochs=epochs, seed=0)
+    words = sum(len(t.split()) for t in texts)
+    print(
+        f"pretrained tok2vec on {len(texts)} texts / {words} words, {epochs} epochs, "
+        f"{time.perf_counter() - started:.0f} s -> {weights}",
+        flush=True,
+    )
+    return weights
+
+
+def run_corpus(
+    name: str, max_steps: int | None, with_crf: bool, init_tok2vec: Path | None
+) -> dict[str, object]:
     train_rel, dev_rel = CORPORA[name]
     train_path = DATA / train_rel
     train_docs, train_report = read_annotations([train_path], labels=dict(DEFAULT_LABEL_MAP))
@@ -179,6 +199,7 @@ def run_corpus(name: str, max_steps: int | None, with_crf: bool) -> dict[str, ob
         "spacy_r": dev["ents_r"],
         "spacy_per_label": {k: v["f"] for k, v in dev["per_label"].items()},
         "train_seconds": round(wall, 1),
+        "pretrained_tok2vec": init_tok2vec is not None,
         "calibration": {
             k: metrics["calibration"][k]  # type: ignore[index]
             for k in ("ece_raw", "ece_calibrated_cross_fitted", "auroc")
@@ -202,15 +223,15 @@ def main() -> None:
     parser.add_argument("--corpora", default="bc5cdr,ncbi,biotext")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--no-crf", action="store_true")
+    parser.add_argument("--pretrain-epochs", type=int, default=2, help="0 = no pretraining")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"SKIPPED: {DATA} not found (the benchmark needs ../shared/data)")
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = [
-        run_corpus(name.strip(), args.max_steps, not args.no_crf)
-        for name in args.corpora.split(",")
-    ]
+    corpora = [name.strip() for name in args.corpora.split(",")]
+    weights = pretrained_weights(corpora, args.pretrain_epochs) if args.pretrain_epochs else None
+    results = [run_corpus(name, args.max_steps, not args.no_crf, weights) for name in corpora]
     (RESULTS / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     header = f"{'corpus':<9} {'spaCy F1':>9} {'CRF F1':>8} {'train s':>8} {'words/s 1 core':>15} "
