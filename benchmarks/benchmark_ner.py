@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--corpora", default="bc5cdr,ncbi,biotext")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--no-crf", action="store_true")
-    parser.add_argument("--pretrain-epochs", type=int, default=2, help="0 = no pretraining")
+    parser.add_argument("--pretrain-epochs", type=int, default=0, help="0 = no pretraining")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"SKIPPED: {DATA} not found (the benchmark needs ../shared/data)")
