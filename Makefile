@@ -38,14 +38,11 @@ setup-java:
 
 setup: setup-python setup-node setup-java
 
-# The embedded default: train on the bundled synthetic annotations, extract the bundled
-# synthetic notes, no AWS account needed.
-run: setup-python
-	$(VENV)/bin/clinical-ner train --train clinical_ner/samples/synthetic_annotations.jsonl \
-		--output $(RUN_DIR)/model --max-steps 300 --seed 0
-	$(VENV)/bin/clinical-ner extract --model $(RUN_DIR)/model \
-		clinical_ner/samples/synthetic_notes.jsonl --output $(RUN_DIR)/extraction
-	@echo "model: $(RUN_DIR)/model  extraction: $(RUN_DIR)/extraction"
+# The embedded default: the whole loop on this machine, no AWS account. Trains on the bundled
+# synthetic annotations through the CDK-synthesized state machine, deploys a local endpoint,
+# extracts the synthetic notes, runs the Athena queries in DuckDB and the drift monitor.
+run: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/clinical-ner local run --output $(RUN_DIR)
 
 lint: setup-python
 	$(VENV)/bin/ruff check .

@@ -147,6 +147,27 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_local_run(args: argparse.Namespace) -> int:
+    from clinical_ner.local.runner import LocalRunError, RunOptions, run
+
+    opts = RunOptions(
+        output=Path(args.output),
+        annotations=Path(args.annotations) if args.annotations else None,
+        notes=Path(args.notes) if args.notes else None,
+        stage=args.stage,
+        max_steps=args.max_steps,
+        cdk_out=Path(args.cdk_out) if args.cdk_out else None,
+        drift_windows=not args.no_drift_windows,
+    )
+    try:
+        result = run(opts)
+    except LocalRunError as exc:
+        print(f"clinical-ner local run: failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"report: {result.report_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinical-ner", description="Clinical DISEASE/TREATMENT NER: train, evaluate, extract"
@@ -206,6 +227,51 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--batch-size", type=int, default=64)
     extract.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
     extract.set_defaults(func=_cmd_extract)
+
+    local = sub.add_parser("local", help="run the whole AWS pipeline locally (emulated AWS)")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    local_run = local_sub.add_parser(
+        "run",
+        help="train, gate, deploy, extract, query and monitor drift on this machine "
+        "(docs/local-mode.md)",
+    )
+    local_run.add_argument(
+        "--annotations",
+        default=None,
+        metavar="DIR",
+        help="annotated files (default: the bundled synthetic samples)",
+    )
+    local_run.add_argument(
+        "--notes",
+        default=None,
+        metavar="DIR",
+        help="notes to extract (default: the bundled synthetic samples)",
+    )
+    local_run.add_argument(
+        "--output",
+        default="local-run",
+        metavar="DIR",
+        help="report and work directory (default: ./local-run)",
+    )
+    local_run.add_argument("--stage", default="dev", choices=["dev", "staging", "prod"])
+    local_run.add_argument(
+        "--max-steps",
+        type=int,
+        default=300,
+        help="training steps of the local training job (default 300)",
+    )
+    local_run.add_argument(
+        "--cdk-out",
+        default=None,
+        metavar="DIR",
+        help="read this synthesized cdk.out instead of synthesizing",
+    )
+    local_run.add_argument(
+        "--no-drift-windows",
+        action="store_true",
+        help="skip the bundled reference/in-distribution/shifted windows",
+    )
+    local_run.set_defaults(func=_cmd_local_run)
     return parser
 
 

@@ -37,12 +37,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clinical_ner.inference import PredictedEntity
 from clinical_ner.notes import (
     DEFAULT_MAX_CHARS,
     AccountingError,
@@ -60,6 +59,9 @@ from clinical_ner.schemas import (
     file_schema,
     make_entity_id,
 )
+
+if TYPE_CHECKING:  # spaCy stays out of runtimes that only write tables (publish Lambda)
+    from clinical_ner.inference import PredictedEntity
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_ROWS_PER_FILE = 250_000

@@ -79,11 +79,24 @@ class GateThresholds:
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Population Stability Index bands; at or above `moderate` retrains, `severe` pages."""
+    """Drift bands; at or above `moderate` retrains, at or above `severe` pages a human.
+
+    `moderate`/`severe` apply to the PSI signals (note length, label mix, confidence); the other
+    signals have their own bands in the same units as the signal (docs/monitoring.md,
+    `clinical_ner.monitoring`).
+    """
 
     moderate: float
     severe: float
     min_window_notes: int = 50  # below this a window is too small to judge
+    oov_increase_moderate: float = 0.02  # OOV rate, absolute increase over the reference
+    oov_increase_severe: float = 0.05
+    density_change_moderate: float = 0.30  # max |relative change| of entities/100 tokens
+    density_change_severe: float = 0.60
+    no_entity_share_moderate: float = 0.10  # |change| of the share of notes with no entity
+    no_entity_share_severe: float = 0.25
+    reference_min_notes: int = 200  # notes needed to establish a production reference
+    retrain_cooldown_hours: int = 24  # no new drift/annotation retraining within this period
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,14 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("drift thresholds need 0 < moderate < severe")
     if d.min_window_notes < 1:
         errors.append("drift.min_window_notes must be >= 1")
+    for band in ("oov_increase", "density_change", "no_entity_share"):
+        lo, hi = getattr(d, f"{band}_moderate"), getattr(d, f"{band}_severe")
+        if not 0.0 < lo < hi:
+            errors.append(f"drift.{band} thresholds need 0 < moderate < severe")
+    if d.reference_min_notes < d.min_window_notes:
+        errors.append("drift.reference_min_notes must be >= drift.min_window_notes")
+    if d.retrain_cooldown_hours < 0:
+        errors.append("drift.retrain_cooldown_hours must be >= 0")
     s = cfg.serverless
     if s.memory_mb not in range(1024, 6145, 1024):
         errors.append("serverless.memory_mb must be one of 1024, 2048, ..., 6144")

@@ -16,9 +16,14 @@ from typing import Any
 from aws_cdk import App, Environment, Tags
 
 from clinical_ner.stage_config import CONTEXT_OVERRIDES, StageConfig, load_stage_config
+from stacks.analytics import AnalyticsStack
 from stacks.checks import add_compliance_checks
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
+from stacks.extraction import ExtractionStack
+from stacks.monitoring import MonitoringStack
+from stacks.serving import ServingStack
+from stacks.training import TrainingStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_TAG = "clinical-ner"
@@ -29,9 +34,22 @@ class StageStacks:
     config: StageConfig
     data_lake: DataLakeStack
     data_prep: DataPrepStack
+    training: TrainingStack
+    serving: ServingStack
+    analytics: AnalyticsStack
+    monitoring: MonitoringStack
+    extraction: ExtractionStack
 
     def all(self) -> list[Any]:
-        return [self.data_lake, self.data_prep]
+        return [
+            self.data_lake,
+            self.data_prep,
+            self.training,
+            self.serving,
+            self.analytics,
+            self.monitoring,
+            self.extraction,
+        ]
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -74,7 +92,62 @@ def build_app(app: App, config: StageConfig | None = None) -> StageStacks:
         description=f"Clinical NER {config.stage.value}: Glue data-prep jobs and catalog",
     )
     data_prep.add_stack_dependency(data_lake)
-    stacks = StageStacks(config, data_lake, data_prep)
+    training = TrainingStack(
+        app,
+        f"{name}-Training",
+        config=config,
+        data_lake=data_lake,
+        data_prep=data_prep,
+        env=env,
+        description=f"Clinical NER {config.stage.value}: retraining state machine and registry",
+    )
+    training.add_stack_dependency(data_prep)
+    serving = ServingStack(
+        app,
+        f"{name}-Serving",
+        config=config,
+        data_lake=data_lake,
+        training=training,
+        env=env,
+        description=f"Clinical NER {config.stage.value}: endpoint role, deploy grants, alarms",
+    )
+    serving.add_stack_dependency(training)
+    stage_label = config.stage.value
+    analytics = AnalyticsStack(
+        app,
+        f"{name}-Analytics",
+        config=config,
+        data_lake=data_lake,
+        data_prep=data_prep,
+        env=env,
+        description=f"Clinical NER {stage_label}: Athena workgroup, tables and named queries",
+    )
+    analytics.add_stack_dependency(data_prep)
+    monitoring = MonitoringStack(
+        app,
+        f"{name}-Monitoring",
+        config=config,
+        data_lake=data_lake,
+        training_state_machine=training.state_machine,
+        env=env,
+        description=f"Clinical NER {stage_label}: drift alarms, retraining trigger, dashboard",
+    )
+    monitoring.add_stack_dependency(training)
+    extraction = ExtractionStack(
+        app,
+        f"{name}-Extraction",
+        config=config,
+        data_lake=data_lake,
+        data_prep=data_prep,
+        training=training,
+        monitoring=monitoring,
+        env=env,
+        description=f"Clinical NER {stage_label}: extraction state machine (S3 -> Parquet)",
+    )
+    extraction.add_stack_dependency(monitoring)
+    stacks = StageStacks(
+        config, data_lake, data_prep, training, serving, analytics, monitoring, extraction
+    )
     for stack in stacks.all():
         Tags.of(stack).add("project", PROJECT_TAG)
         Tags.of(stack).add("stage", config.stage.value)

@@ -1,0 +1,635 @@
+"""Extraction stack: raw/notes/ drop -> validate -> Batch Transform -> publish -> drift monitor.
+
+- An EventBridge rule on S3 "Object Created" under ``raw/notes/`` of the lake starts the
+  extraction state machine (`step_functions.extraction`). Many objects dropped together start
+  many executions; the validate_notes job (max one concurrent run, retried on
+  ConcurrentRunsExceeded) admits each object once through its ledger, so later executions find
+  nothing new and end in ``NothingToExtract``.
+- Batch Transform runs the serving container (the image and ``model.tar.gz`` of the newest
+  Approved package of the model package group, wrapped once per version in a SageMaker Model
+  with network isolation in the stage VPC) over the run's notes as JSON Lines. The real-time
+  endpoint (serving stack) is for on-demand callers that need one note answered in seconds;
+  volume goes through Batch Transform, which costs nothing when idle and scales per job.
+- Four Lambdas (code in ``lambdas/``, logic in `clinical_ner.extraction_steps`) run in the
+  stage VPC. ``publish`` and ``drift_monitor`` (and ``stage``, which reads the curated Parquet)
+  need pyarrow and numpy, which do not fit a hand-made zip built without Docker: they use the
+  AWS-managed "AWS SDK for pandas" Lambda layer (Python 3.12, arm64), whose regional ARN is the
+  stack parameter ``AwsSdkPandasLayerArn`` (docs/analytics.md lists where to find it). The core
+  package ships as our own layer (pure Python; spaCy is never imported on these paths).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnParameter, Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from clinical_ner.data_prep import VALIDATE_JOB
+from clinical_ner.monitoring import NAMESPACE
+from clinical_ner.publish import TRANSFORM_PREFIX
+from clinical_ner.stage_config import StageConfig
+from stacks.checks import acknowledge
+from stacks.data_lake import DataLakeStack
+from stacks.data_prep import DataPrepStack
+from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
+from stacks.packaging import REPO_ROOT
+from stacks.training import TrainingStack, build_layer_zip
+from step_functions.extraction import ExtractionFunctions, ExtractionPipeline, TransformSettings
+
+TRANSFORM = TransformSettings(
+    instance_type="ml.m5.xlarge",
+    instance_count=1,
+    max_payload_mb=6,
+    max_concurrent_transforms=2,
+    timeout=Duration.hours(6),
+)
+STATE_MACHINE_TIMEOUT = Duration.hours(8)
+LAMBDA_CONCURRENCY = 5
+PANDAS_LAYER_DOC = "https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html"
+
+
+class ExtractionStack(Stack):
+    """Exposes `state_machine`, `functions`, `transform_role`, `rule`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        data_lake: DataLakeStack,
+        data_prep: DataPrepStack,
+        training: TrainingStack,
+        monitoring: MonitoringStack,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        lake = config.lake
+        prefix = config.resource_prefix
+        names = extraction_names(prefix)
+        self.names = names
+        removal = (
+            RemovalPolicy.RETAIN if config.retention.retain_on_delete else RemovalPolicy.DESTROY
+        )
+        key = data_lake.key
+        bucket = data_lake.lake
+        partition, region, account = self.partition, self.region, self.account
+        sm_arn = f"arn:{partition}:sagemaker:{region}:{account}"
+        self.model_prefix = f"{prefix}-bt"
+
+        pandas_layer_arn = CfnParameter(
+            self,
+            "AwsSdkPandasLayerArn",
+            type="String",
+            allowed_pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:AWSSDKPandas-Python312-Arm64:\d+$",
+            description=(
+                "ARN of the AWS-managed AWS SDK for pandas layer (Python 3.12, arm64) in the "
+                f"deployment region, from {PANDAS_LAYER_DOC}"
+            ),
+        )
+        self.layers = [
+            lambda_.LayerVersion.from_layer_version_arn(
+                self, "AwsSdkPandasLayer", pandas_layer_arn.value_as_string
+            ),
+            lambda_.LayerVersion(
+                self,
+                "CoreLayer",
+                code=lambda_.Code.from_asset(str(build_layer_zip())),
+                compatible_runtimes=[LAMBDA_RUNTIME],
+                description="clinical_ner core package (pure Python)",
+            ),
+        ]
+
+        # ------------------------------------------------- transform model role
+        self.transform_role = iam.Role(
+            self,
+            "TransformModelRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker Models used by extraction Batch Transform jobs",
+        )
+        transform_policy = iam.ManagedPolicy(
+            self,
+            "TransformModelPolicy",
+            roles=[self.transform_role],
+            description="Batch Transform model: model artifacts, transform I/O, image, logs",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadModelArtifacts",
+                    actions=["s3:GetObject"],
+                    resources=[data_lake.lake_object_arn(lake.models)],
+                ),
+                iam.PolicyStatement(
+                    sid="TransformIO",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[data_lake.lake_object_arn(TRANSFORM_PREFIX)],
+                ),
+                iam.PolicyStatement(
+                    sid="ListTransformIO",
+                    actions=["s3:ListBucket"],
+                    resources=[data_lake.lake_arn_ref()],
+                    conditions={"StringLike": {"s3:prefix": [f"{TRANSFORM_PREFIX}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="UseLakeKey",
+                    actions=[
+                        "kms:Decrypt",
+                        "kms:Encrypt",
+                        "kms:GenerateDataKey",
+                        "kms:DescribeKey",
+                        "kms:CreateGrant",
+                    ],
+                    resources=[key.key_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="PullServingImage",
+                    actions=[
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchCheckLayerAvailability",
+                    ],
+                    resources=[training.image_repository_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="ServiceWideActions",
+                    actions=[
+                        "ecr:GetAuthorizationToken",
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="TransformMetrics",
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TransformJobs"}
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="TransformLogs",
+                    actions=[
+                        "logs:CreateLogGroup",
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
+                    resources=[
+                        f"arn:{partition}:logs:{region}:{account}:log-group:"
+                        "/aws/sagemaker/TransformJobs:*"
+                    ],
+                ),
+            ],
+        )
+        for p in (lake.models, TRANSFORM_PREFIX):
+            acknowledge(
+                transform_policy,
+                f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(p)}]",
+                f"Model artifacts and transform files have per-version / per-run keys under "
+                f"{p}; the wildcard covers exactly that lake prefix.",
+            )
+        acknowledge(
+            transform_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken, the EC2 network-interface and describe actions "
+            "SageMaker needs to attach the job to the VPC, and namespace-conditioned "
+            "cloudwatch:PutMetricData support no resource-level permissions.",
+        )
+        acknowledge(
+            transform_policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TransformJobs:*]",
+            "SageMaker writes one log stream per transform job and instance, named at run "
+            "time, into the service-owned /aws/sagemaker/TransformJobs log group only.",
+        )
+
+        # ---------------------------------------------------------------- Lambdas
+        metrics_stmt = iam.PolicyStatement(
+            sid="PublishPipelineMetrics",
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],
+            conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+        )
+        lake_key_stmt = iam.PolicyStatement(
+            sid="UseLakeKey",
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+        )
+
+        def listing(*prefixes: str) -> iam.PolicyStatement:
+            return iam.PolicyStatement(
+                sid="ListOwnPrefixes",
+                actions=["s3:ListBucket"],
+                resources=[data_lake.lake_arn_ref()],
+                conditions={"StringLike": {"s3:prefix": sorted(f"{p}*" for p in prefixes)}},
+            )
+
+        def objects(sid: str, actions: list[str], *prefixes: str) -> iam.PolicyStatement:
+            return iam.PolicyStatement(
+                sid=sid,
+                actions=actions,
+                resources=[data_lake.lake_object_arn(p) for p in prefixes],
+            )
+
+        runs = f"{lake.run_reports}{VALIDATE_JOB}/"
+        common_env = {
+            "LAKE_BUCKET": bucket.bucket_name,
+            "STAGE": config.stage.value,
+            "LOG_LEVEL": "INFO",
+        }
+        self.functions: dict[str, lambda_.Function] = {}
+        self.functions["stage"] = self._function(
+            "stage",
+            "StageTransformInput",
+            "publish_extractions",
+            "handler.stage",
+            {**common_env, "JOB_PREFIX": prefix},
+            [
+                listing(runs, lake.curated_notes),
+                objects("ReadRunReportsAndNotes", ["s3:GetObject"], runs, lake.curated_notes),
+                objects("WriteTransformInput", ["s3:PutObject"], TRANSFORM_PREFIX),
+                lake_key_stmt,
+                metrics_stmt,
+            ],
+            (runs, lake.curated_notes, TRANSFORM_PREFIX),
+            data_lake,
+            training,
+            removal,
+        )
+        group_arn = f"{sm_arn}:model-package-group/{training.model_package_group_name}"
+        packages_arn = f"{sm_arn}:model-package/{training.model_package_group_name}/*"
+        self.functions["resolve_model"] = self._function(
+            "resolve_model",
+            "ResolveModel",
+            "publish_extractions",
+            "handler.resolve_model",
+            {
+                "MODEL_PACKAGE_GROUP": training.model_package_group_name,
+                "TRANSFORM_ROLE_ARN": self.transform_role.role_arn,
+                "MODEL_PREFIX": self.model_prefix,
+                "SUBNET_IDS": ",".join(s.subnet_id for s in training.vpc.isolated_subnets),
+                "SECURITY_GROUP_IDS": training.security_group.security_group_id,
+                "LOG_LEVEL": "INFO",
+            },
+            [
+                iam.PolicyStatement(
+                    sid="ListPackages",
+                    actions=["sagemaker:ListModelPackages"],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadPackages",
+                    actions=[
+                        "sagemaker:DescribeModelPackage",
+                        "sagemaker:DescribeModelPackageGroup",
+                    ],
+                    resources=[group_arn, packages_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="TransformModels",
+                    actions=[
+                        "sagemaker:DescribeModel",
+                        "sagemaker:CreateModel",
+                        "sagemaker:AddTags",
+                    ],
+                    resources=[f"{sm_arn}:model/{self.model_prefix}-*"],
+                ),
+                iam.PolicyStatement(
+                    sid="PassTransformRole",
+                    actions=["iam:PassRole"],
+                    resources=[self.transform_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+                ),
+            ],
+            (),
+            data_lake,
+            training,
+            removal,
+        )
+        policy = self.function_policies["resolve_model"]
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{training.model_package_group_name}/*]",
+            "Model package versions are numbered by SageMaker at registration; the wildcard "
+            "covers the versions of this stage's one model package group.",
+        )
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model/{self.model_prefix}-*]",
+            "Transform models are named <prefix>-bt-v<package version> when a new version is "
+            "first used; the wildcard covers only this stage's transform models.",
+        )
+        self.functions["publish"] = self._function(
+            "publish",
+            "PublishExtractions",
+            "publish_extractions",
+            "handler.handler",
+            dict(common_env),
+            [
+                listing(
+                    TRANSFORM_PREFIX,
+                    lake.curated_notes,
+                    lake.inference_entities,
+                    lake.inference_notes,
+                ),
+                objects(
+                    "ReadTransformOutputAndNotes",
+                    ["s3:GetObject"],
+                    TRANSFORM_PREFIX,
+                    lake.curated_notes,
+                ),
+                objects(
+                    "WriteTables",
+                    ["s3:PutObject", "s3:DeleteObject"],
+                    lake.inference_entities,
+                    lake.inference_notes,
+                ),
+                lake_key_stmt,
+                metrics_stmt,
+            ],
+            (TRANSFORM_PREFIX, lake.curated_notes, lake.inference_entities, lake.inference_notes),
+            data_lake,
+            training,
+            removal,
+        )
+        self.functions["monitor"] = self._function(
+            "monitor",
+            "DriftMonitor",
+            "drift_monitor",
+            "handler.handler",
+            {**common_env, "STAGE_CONFIG": config.to_json()},
+            [
+                listing(lake.curated_notes, lake.monitoring),
+                objects(
+                    "ReadWindowAndBaselines",
+                    ["s3:GetObject"],
+                    lake.curated_notes,
+                    lake.inference_entities,
+                    lake.models,
+                    lake.monitoring,
+                ),
+                objects("WriteReports", ["s3:PutObject"], lake.monitoring),
+                lake_key_stmt,
+                metrics_stmt,
+            ],
+            (lake.curated_notes, lake.inference_entities, lake.models, lake.monitoring),
+            data_lake,
+            training,
+            removal,
+        )
+
+        # ----------------------------------------------------------- state machine
+        pipeline = ExtractionPipeline(
+            self,
+            "Pipeline",
+            validate_job_name=data_prep.jobs[VALIDATE_JOB].name or "",
+            functions=ExtractionFunctions(
+                stage=self.functions["stage"],
+                resolve_model=self.functions["resolve_model"],
+                publish=self.functions["publish"],
+                monitor=self.functions["monitor"],
+            ),
+            topic=monitoring.topic,
+            transform=TRANSFORM,
+            volume_key=key,
+            output_key=key,
+            transform_role=self.transform_role,
+        )
+        self.pipeline = pipeline
+        sm_logs = logs.LogGroup(
+            self,
+            "StateMachineLogs",
+            log_group_name=f"/aws/vendedlogs/states/{names['state_machine']}",
+            encryption_key=key,
+            removal_policy=removal,
+        )
+        _retention(sm_logs, config.retention.log_group_days)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=names["state_machine"],
+            definition_body=sfn.DefinitionBody.from_chainable(pipeline.definition),
+            timeout=STATE_MACHINE_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=sm_logs, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+            comment="Clinical NER extraction: validate -> batch transform -> publish -> monitor",
+        )
+        monitoring.alerts_key.grant(self.state_machine, "kms:GenerateDataKey", "kms:Decrypt")
+        key.grant(self.state_machine, "kms:CreateGrant", "kms:DescribeKey")
+        self._acknowledge_state_machine()
+
+        # ---------------------------------------------- raw/notes/ -> extraction
+        events_role = iam.Role(
+            self,
+            "NotesRuleRole",
+            assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
+            description="EventBridge: start the extraction state machine on new notes",
+        )
+        iam.ManagedPolicy(
+            self,
+            "NotesRulePolicy",
+            roles=[events_role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=["states:StartExecution"],
+                    resources=[self.state_machine.state_machine_arn],
+                )
+            ],
+        )
+        self.rule = events.Rule(
+            self,
+            "NewNotesRule",
+            description="Notes dropped under raw/notes/ start an extraction run",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [bucket.bucket_name]},
+                    "object": {"key": [{"prefix": lake.raw_notes}]},
+                },
+            ),
+        )
+        self.rule.add_target(
+            targets.SfnStateMachine(
+                self.state_machine,
+                role=events_role.without_policy_updates(),  # grant is in NotesRulePolicy
+                input=events.RuleTargetInput.from_object(
+                    {
+                        "trigger": "new_notes",
+                        "object_key": events.EventField.from_path("$.detail.object.key"),
+                        "event_time": events.EventField.time,
+                    }
+                ),
+                retry_attempts=8,
+                max_event_age=Duration.hours(24),
+            )
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    function_policies: dict[str, iam.ManagedPolicy]
+
+    def _function(
+        self,
+        key_name: str,
+        title: str,
+        code_dir: str,
+        handler: str,
+        environment: dict[str, str],
+        statements: list[iam.PolicyStatement],
+        lake_prefixes: tuple[str, ...],
+        data_lake: DataLakeStack,
+        training: TrainingStack,
+        removal: RemovalPolicy,
+    ) -> lambda_.Function:
+        if not hasattr(self, "function_policies"):
+            self.function_policies = {}
+        fn_name = self.names[key_name]
+        log_group = logs.LogGroup(
+            self,
+            f"{title}Logs",
+            log_group_name=f"/aws/lambda/{fn_name}",
+            encryption_key=data_lake.key,
+            removal_policy=removal,
+        )
+        _retention(log_group, self.config.retention.log_group_days)
+        role = iam.Role(
+            self,
+            f"{title}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Lambda {fn_name} of the extraction pipeline",
+        )
+        policy = iam.ManagedPolicy(
+            self,
+            f"{title}Policy",
+            description=f"Least privilege of Lambda {fn_name}",
+            roles=[role],
+            statements=[
+                *statements,
+                iam.PolicyStatement(
+                    sid="WriteOwnLogs",
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[log_group.log_group_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces",
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:AssignPrivateIpAddresses",
+                        "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                ),
+            ],
+        )
+        fn = lambda_.Function(
+            self,
+            f"{title}Function",
+            function_name=fn_name,
+            runtime=LAMBDA_RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=handler,
+            code=lambda_.Code.from_asset(str(REPO_ROOT / "lambdas" / code_dir)),
+            layers=self.layers,
+            role=role,
+            environment=environment,
+            memory_size=256 if key_name == "resolve_model" else 3008,
+            # /tmp holds one run's curated Parquet and the files being published
+            ephemeral_storage_size=Size.gibibytes(0.5 if key_name == "resolve_model" else 4),
+            timeout=Duration.minutes(2 if key_name == "resolve_model" else 15),
+            reserved_concurrent_executions=LAMBDA_CONCURRENCY,
+            vpc=training.vpc,
+            vpc_subnets=training.subnets,
+            security_groups=[training.security_group],
+            log_group=log_group,
+            description=f"Extraction pipeline step {key_name} (thin handler over clinical_ner)",
+        )
+        fn.node.add_dependency(policy)
+        self.function_policies[key_name] = policy
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "A Lambda function in a VPC manages its network interfaces through EC2 actions "
+            "that support no resource-level permissions; cloudwatch:PutMetricData is limited "
+            "by the cloudwatch:namespace condition, sagemaker:ListModelPackages has no "
+            "resource type.",
+        )
+        for p in lake_prefixes:
+            acknowledge(
+                policy,
+                f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(p)}]",
+                f"Lambda {fn_name} reads or writes objects whose keys are generated per run "
+                f"(partition dates, run ids, part files) under {p}; the wildcard covers "
+                "exactly that lake prefix.",
+            )
+        acknowledge(
+            fn,
+            "AwsSolutions-L1",
+            "The runtime is pinned to Python 3.12, the newest version the core package declares "
+            "and is tested on, and the version the AWS SDK for pandas layer is built for.",
+        )
+        acknowledge(
+            fn,
+            "HIPAA.Security-LambdaDLQ",
+            "Step Functions invokes this function synchronously (RequestResponse); a failure "
+            "returns to the state machine, which retries and then notifies SNS. A dead-letter "
+            "queue only receives failed asynchronous invocations, which never happen here.",
+        )
+        return fn
+
+    def _acknowledge_state_machine(self) -> None:
+        role = self.state_machine.role.node.find_child("DefaultPolicy")
+        acknowledge(
+            role,
+            "HIPAA.Security-IAMNoInlinePolicy",
+            "CDK generates this policy from the task integrations (each statement names the "
+            "exact Lambda, Glue job, topic and keys the definition uses) and keeps it in step "
+            "with the definition; it is attached to this role only.",
+        )
+        for name, fn in self.functions.items():
+            arn_token = self.resolve(fn.function_arn)["Fn::GetAtt"][0]
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::<{arn_token}.Arn>:*]",
+                f"Invoke permission on the versions and aliases of the {name} function "
+                "(function ARN plus ':*' qualifier), which the Lambda integration grants; "
+                "no other function.",
+            )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:transform-job/*]",
+            "Transform job names are generated per run (<prefix>-bt-<hash of run id>); the "
+            ".sync integration creates, describes and stops them, so the grant covers "
+            "transform jobs in this account and region only.",
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "CloudWatch Logs delivery (vended logs of the state machine), X-Ray trace "
+            "publishing and sagemaker:ListTags used by the .sync integration support no "
+            "resource-level permissions.",
+        )
+
+
+def _retention(group: logs.LogGroup, days: int) -> None:
+    cfn = group.node.default_child
+    assert isinstance(cfn, logs.CfnLogGroup)
+    cfn.retention_in_days = days

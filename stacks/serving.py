@@ -1,0 +1,317 @@
+"""Serving stack: the SageMaker model execution role, the deploy Lambda's permissions and the
+CloudWatch alarms that roll a deployment back.
+
+The endpoint itself is created and updated by the training pipeline's ``deploy_model`` Lambda
+(`clinical_ner.deployment`), because its model comes from the registry at run time: an
+Approved package, not a CloudFormation property. This stack owns everything that deployment
+needs and that does not change per model:
+
+- ``<prefix>-sagemaker-model`` role: what the endpoint's container may do (pull the image from
+  the CDK asset repository, read ``models/`` artifacts in the lake, decrypt with the lake key,
+  write its CloudWatch logs; ENI management for provisioned variants in the VPC).
+- The deploy Lambda's policy (attached to its role from the training stack): create models and
+  endpoint configs named ``<endpoint>-*``, create/update the one endpoint, pass the model role,
+  read the rollback alarms, manage the variant's auto scaling.
+- Two alarms on the endpoint (5xx errors, p99 model latency) with fixed names: deployment
+  guardrails (provisioned) roll back on them; the pipeline's verify step (serverless) does.
+  Both notify the pipeline topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from clinical_ner.deployment import VARIANT
+from clinical_ner.stage_config import StageConfig
+from stacks.checks import acknowledge
+from stacks.data_lake import DataLakeStack
+
+# Rollback alarm thresholds (documented in docs/training-pipeline.md).
+ERRORS_5XX_PER_MINUTE = 1  # any 5xx in two consecutive minutes
+LATENCY_P99_MICROSECONDS = 2_000_000  # 2 s per request (a batch of up to 32 notes)
+LATENCY_PERIODS = 3
+
+
+@dataclass(frozen=True)
+class ServingNames:
+    endpoint: str
+    model_role: str
+    alarm_5xx: str
+    alarm_latency: str
+
+    @property
+    def alarms(self) -> tuple[str, str]:
+        return (self.alarm_5xx, self.alarm_latency)
+
+
+def serving_names(config: StageConfig) -> ServingNames:
+    """Fixed physical names, shared by the training stack's deploy Lambda and this stack."""
+    p = config.resource_prefix
+    return ServingNames(
+        endpoint=f"{p}-ner",
+        model_role=f"{p}-sagemaker-model",
+        alarm_5xx=f"{p}-ner-endpoint-5xx",
+        alarm_latency=f"{p}-ner-endpoint-latency-p99",
+    )
+
+
+class ServingStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        data_lake: DataLakeStack,
+        training: Any,  # stacks.training.TrainingStack (no import: it imports this module)
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.names = names = serving_names(config)
+        lake = config.lake
+        partition, region, account = self.partition, self.region, self.account
+
+        # ----------------------------------------------------------- model role
+        self.model_role = iam.Role(
+            self,
+            "ModelRole",
+            role_name=names.model_role,
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker endpoint models of the clinical NER pipeline",
+        )
+        endpoint_logs = (
+            f"arn:{partition}:logs:{region}:{account}"
+            f":log-group:/aws/sagemaker/Endpoints/{names.endpoint}"
+        )
+        model_policy = iam.ManagedPolicy(
+            self,
+            "ModelPolicy",
+            description="What the endpoint container may do: image, model artifacts, logs",
+            roles=[self.model_role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadModelArtifacts",
+                    actions=["s3:GetObject"],
+                    resources=[data_lake.lake_object_arn(lake.models)],
+                ),
+                iam.PolicyStatement(
+                    sid="DecryptModelArtifacts",
+                    actions=["kms:Decrypt", "kms:DescribeKey"],
+                    resources=[data_lake.key.key_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="PullImage",
+                    actions=[
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchCheckLayerAvailability",
+                    ],
+                    resources=[training.image_repository_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="EcrLogin",
+                    actions=["ecr:GetAuthorizationToken"],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="EndpointLogs",
+                    actions=[
+                        "logs:CreateLogGroup",
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
+                    resources=[endpoint_logs, f"{endpoint_logs}:*"],
+                ),
+                iam.PolicyStatement(
+                    sid="EndpointMetrics",
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces",
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],
+                ),
+            ],
+        )
+        acknowledge(
+            model_policy,
+            f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(lake.models)}]",
+            "The endpoint reads the model.tar.gz of whichever approved training job it serves; "
+            "job names are generated per run, so the grant covers the lake's models/ prefix "
+            "and nothing else.",
+        )
+        acknowledge(
+            model_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the EC2 network-interface "
+            "actions SageMaker uses to place a provisioned variant in the VPC support no "
+            "resource-level permissions; metrics are limited to the /aws/sagemaker/ namespaces.",
+        )
+        acknowledge(
+            model_policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/{names.endpoint}:*]",
+            "SageMaker names one log stream per variant instance at run time inside the "
+            "endpoint's own log group; the wildcard covers that one log group's streams.",
+        )
+
+        # ------------------------------------------------------ rollback alarms
+        dims = {"EndpointName": names.endpoint, "VariantName": VARIANT}
+        alarm_action = cw_actions.SnsAction(training.topic)
+        self.alarm_5xx = cw.Alarm(
+            self,
+            "Endpoint5xxAlarm",
+            alarm_name=names.alarm_5xx,
+            alarm_description="Endpoint returned 5xx: deployments roll back on this alarm",
+            metric=cw.Metric(
+                namespace="AWS/SageMaker",
+                metric_name="Invocation5XXErrors",
+                dimensions_map=dims,
+                statistic="Sum",
+                period=Duration.minutes(1),
+            ),
+            threshold=ERRORS_5XX_PER_MINUTE,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        self.alarm_latency = cw.Alarm(
+            self,
+            "EndpointLatencyAlarm",
+            alarm_name=names.alarm_latency,
+            alarm_description="Endpoint p99 model latency too high: deployments roll back",
+            metric=cw.Metric(
+                namespace="AWS/SageMaker",
+                metric_name="ModelLatency",
+                dimensions_map=dims,
+                statistic="p99",
+                period=Duration.minutes(1),
+            ),
+            threshold=LATENCY_P99_MICROSECONDS,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=LATENCY_PERIODS,
+            datapoints_to_alarm=LATENCY_PERIODS,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        for alarm in (self.alarm_5xx, self.alarm_latency):
+            alarm.add_alarm_action(alarm_action)
+            alarm.add_ok_action(alarm_action)
+
+        # ------------------------------------------------ deploy Lambda permissions
+        sm_arn = f"arn:{partition}:sagemaker:{region}:{account}"
+        deploy_policy = iam.ManagedPolicy(
+            self,
+            "DeployPolicy",
+            description="deploy_model Lambda: models/configs/endpoint of this stage only",
+            roles=[training.deploy_role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="CreateModelsAndConfigs",
+                    actions=["sagemaker:CreateModel", "sagemaker:CreateEndpointConfig"],
+                    resources=[
+                        f"{sm_arn}:model/{names.endpoint}-*",
+                        f"{sm_arn}:endpoint-config/{names.endpoint}-*",
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadConfigs",
+                    actions=["sagemaker:DescribeEndpointConfig"],
+                    resources=[f"{sm_arn}:endpoint-config/{names.endpoint}-*"],
+                ),
+                iam.PolicyStatement(
+                    sid="CreateOrUpdateEndpoint",
+                    actions=[
+                        "sagemaker:CreateEndpoint",
+                        "sagemaker:UpdateEndpoint",
+                        "sagemaker:DescribeEndpoint",
+                    ],
+                    resources=[
+                        f"{sm_arn}:endpoint/{names.endpoint}",
+                        f"{sm_arn}:endpoint-config/{names.endpoint}-*",
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="PassModelRole",
+                    actions=["iam:PassRole"],
+                    resources=[self.model_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadRollbackAlarms",
+                    actions=["cloudwatch:DescribeAlarms"],
+                    resources=[self.alarm_5xx.alarm_arn, self.alarm_latency.alarm_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="VariantAutoScaling",
+                    actions=[
+                        "application-autoscaling:RegisterScalableTarget",
+                        "application-autoscaling:DeregisterScalableTarget",
+                        "application-autoscaling:PutScalingPolicy",
+                        "application-autoscaling:DescribeScalableTargets",
+                        "sagemaker:DescribeEndpoint",
+                        "sagemaker:UpdateEndpointWeightsAndCapacities",
+                    ],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="AutoScalingServiceLinkedRole",
+                    actions=["iam:CreateServiceLinkedRole"],
+                    resources=[
+                        f"arn:{partition}:iam::{account}:role/aws-service-role/"
+                        "sagemaker.application-autoscaling.amazonaws.com/"
+                        "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+                    ],
+                    conditions={
+                        "StringLike": {
+                            "iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"
+                        }
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="EncryptProvisionedVolumes",
+                    actions=["kms:CreateGrant", "kms:DescribeKey"],
+                    resources=[data_lake.key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                ),
+            ],
+        )
+        acknowledge(
+            deploy_policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model/{names.endpoint}-*]",
+            "Each deployment creates a new model named <endpoint>-v<package version>-<UTC "
+            "timestamp>; the wildcard is limited to models carrying this endpoint's name.",
+        )
+        acknowledge(
+            deploy_policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:endpoint-config/{names.endpoint}-*]",
+            "Each deployment creates a new endpoint config named like its model; the wildcard "
+            "is limited to configs carrying this endpoint's name (old ones are rollback targets).",
+        )
+        acknowledge(
+            deploy_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Application Auto Scaling scalable targets and policies have no ARN until they "
+            "exist and its actions support no resource-level permissions; auto scaling calls "
+            "DescribeEndpoint and UpdateEndpointWeightsAndCapacities on the caller's behalf.",
+        )

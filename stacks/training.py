@@ -1,0 +1,791 @@
+"""Training stack: the retraining state machine and everything it runs on.
+
+- ``PipelineKey`` (KMS): the SNS topic, the Lambda and state-machine log groups.
+- ``Notifications`` topic (KMS, TLS-only) with the stage's alarm e-mail subscribed.
+- ``Vpc``: two private isolated subnets (no internet route), an S3 gateway endpoint and
+  interface endpoints for the SageMaker API, CloudWatch and Application Auto Scaling, flow
+  logs. The training job (network isolation on) and the Lambdas run here.
+- ``SageMakerImage``: the container (``sagemaker_src/Dockerfile``, repository root as context,
+  filtered by ``sagemaker_src/Dockerfile.dockerignore``) as a CDK image asset: staged at synth,
+  built and pushed by ``cdk deploy``; used by training jobs and, through the model package's
+  inference specification, by the endpoint.
+- ``ModelPackageGroup`` ``<prefix>-ner`` and the training-job role.
+- Lambdas ``resolve_dataset``, ``register_model``, ``gate_model``, ``approve_or_reject``,
+  ``deploy_model`` (code in ``lambdas/<name>/``, the core package as a layer built at synth).
+- The state machine (`step_functions.training.TrainingPipeline`), and in manual approval mode
+  the EventBridge rule that starts the deployment when a human approves a package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from clinical_ner.stage_config import ApprovalMode, StageConfig
+from stacks.checks import acknowledge
+from stacks.data_lake import DataLakeStack
+from stacks.data_prep import DataPrepStack
+from stacks.packaging import REPO_ROOT, package_files
+from stacks.serving import serving_names
+from step_functions.training import (
+    APPROVAL_TRIGGER,
+    PipelineFunctions,
+    TrainingJobSettings,
+    TrainingPipeline,
+)
+
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
+LAMBDA_CONCURRENCY = 5  # the pipeline runs one execution at a time; 5 leaves room for retries
+TRAINING_INSTANCE = "ml.m5.xlarge"
+BAKE_TIME = Duration.minutes(10)
+STATE_MACHINE_TIMEOUT = Duration.hours(12)
+FUNCTIONS = ("resolve_dataset", "register_model", "gate_model", "approve_or_reject", "deploy_model")
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# Lake object prefixes each function's policy grants (acknowledged per prefix).
+LAKE_PREFIXES = {
+    "resolve_dataset": ("curated/training/",),
+    "register_model": ("models/",),
+    "gate_model": ("models/",),
+    "approve_or_reject": (),
+    "deploy_model": (),
+}
+
+
+def build_layer_zip(root: Path = REPO_ROOT, out_dir: Path | None = None) -> Path:
+    """The core package as a Lambda layer (``python/clinical_ner/...``), deterministic bytes."""
+    files = package_files(root)
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(rel.as_posix().encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    out_dir = out_dir or Path(tempfile.gettempdir()) / "clinical-ner-build"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"clinical_ner-layer-{digest.hexdigest()[:12]}.zip"
+    if not target.exists():
+        partial = target.with_suffix(".tmp")
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for rel in files:
+                info = zipfile.ZipInfo(f"python/{rel.as_posix()}", date_time=_FIXED_TIME)
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, (root / rel).read_bytes())
+        partial.replace(target)
+    return target
+
+
+def image_excludes(root: Path = REPO_ROOT) -> list[str]:
+    """The Docker build context filter, read from sagemaker_src/Dockerfile.dockerignore."""
+    text = (root / "sagemaker_src" / "Dockerfile.dockerignore").read_text()
+    patterns = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    # The staged context must also carry the Dockerfile (and its ignore file) that
+    # `cdk deploy` builds with; docker itself never sends them as build context.
+    return [*patterns, "!sagemaker_src/Dockerfile", "!sagemaker_src/Dockerfile.dockerignore"]
+
+
+class TrainingStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        data_lake: DataLakeStack,
+        data_prep: DataPrepStack,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        lake = config.lake
+        prefix = config.resource_prefix
+        names = serving_names(config)
+        removal = (
+            RemovalPolicy.RETAIN if config.retention.retain_on_delete else RemovalPolicy.DESTROY
+        )
+        partition, region, account = self.partition, self.region, self.account
+        bucket, lake_key = data_lake.lake, data_lake.key
+
+        # ------------------------------------------------------------ key + topic
+        self.key = kms.Key(
+            self,
+            "PipelineKey",
+            alias=f"alias/{prefix}-pipeline",
+            description=f"Clinical NER {config.stage.value}: pipeline topic and logs",
+            enable_key_rotation=True,
+            removal_policy=removal,
+            pending_window=Duration.days(30),
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsOfThisAccount",
+                principals=[iam.ServicePrincipal(f"logs.{region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:DescribeKey",
+                ],
+                resources=["*"],  # in a key policy "*" means this key
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{partition}:logs:{region}:{account}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": account}},
+            )
+        )
+        self.topic = sns.Topic(
+            self,
+            "Notifications",
+            display_name=f"Clinical NER {config.stage.value} pipeline",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
+
+        # -------------------------------------------------------------------- VPC
+        flow_logs = self._log_group("VpcFlowLogs", f"/{prefix}/vpc-flow-logs", removal)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=2,
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
+                )
+            ],
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+            },
+            restrict_default_security_group=False,
+        )
+        flow_log_role = iam.Role(
+            self,
+            "FlowLogRole",
+            assumed_by=iam.ServicePrincipal("vpc-flow-logs.amazonaws.com"),
+            description="VPC flow logs delivery to the KMS-encrypted log group",
+        )
+        flow_log_policy = iam.ManagedPolicy(
+            self,
+            "FlowLogPolicy",
+            roles=[flow_log_role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=[
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
+                    resources=[flow_logs.log_group_arn],
+                )
+            ],
+        )
+        # CfnFlowLog rather than vpc.add_flow_log: the latter adds an inline policy to the role.
+        flow_log = ec2.CfnFlowLog(
+            self,
+            "FlowLog",
+            resource_id=self.vpc.vpc_id,
+            resource_type="VPC",
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_group_name=flow_logs.log_group_name,
+            deliver_logs_permission_arn=flow_log_role.role_arn,
+        )
+        flow_log.node.add_dependency(flow_log_policy)
+        acknowledge(
+            self.vpc.node.default_child,
+            "HIPAA.Security-VPCDefaultSecurityGroupClosed",
+            "Nothing in this VPC uses the default security group: the Lambdas, training jobs, "
+            "endpoint models and VPC endpoints each name their own group. Closing it through "
+            "CDK adds a custom-resource Lambda with an AWS-managed policy to every stage.",
+        )
+        self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "PipelineSecurityGroup",
+            vpc=self.vpc,
+            description="Pipeline Lambdas and SageMaker models: egress to the VPC endpoints only",
+            allow_all_outbound=False,
+        )
+        self.endpoint_security_group = ec2.SecurityGroup(
+            self,
+            "EndpointSecurityGroup",
+            vpc=self.vpc,
+            description="VPC interface endpoints: HTTPS from the pipeline security group only",
+            allow_all_outbound=False,
+        )
+        self.endpoint_security_group.add_ingress_rule(
+            self.security_group, ec2.Port.tcp(443), "pipeline Lambdas and models"
+        )
+        self.security_group.add_egress_rule(
+            self.endpoint_security_group, ec2.Port.tcp(443), "VPC interface endpoints"
+        )
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(),
+            ec2.Port.tcp(443),
+            "S3 through the gateway endpoint (isolated subnets have no other route)",
+        )
+        for cid, service in (
+            ("SageMakerApiEndpoint", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API),
+            ("CloudWatchEndpoint", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING),
+            ("AutoScalingEndpoint", ec2.InterfaceVpcEndpointAwsService.APPLICATION_AUTOSCALING),
+        ):
+            self.vpc.add_interface_endpoint(
+                cid,
+                service=service,
+                subnets=self.subnets,
+                private_dns_enabled=True,
+                security_groups=[self.endpoint_security_group],
+                open=False,
+            )
+
+        # ------------------------------------------------------------ image + registry
+        self.image = ecr_assets.DockerImageAsset(
+            self,
+            "SageMakerImage",
+            directory=str(REPO_ROOT),
+            file="sagemaker_src/Dockerfile",
+            exclude=image_excludes(),
+            ignore_mode=IgnoreMode.DOCKER,
+            platform=ecr_assets.Platform.LINUX_AMD64,
+            display_name="clinical NER SageMaker image (train + serve)",
+        )
+        self.image_repository_arn = self.image.repository.repository_arn
+        self.model_package_group_name = f"{prefix}-ner"
+        group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=self.model_package_group_name,
+            model_package_group_description=(
+                f"Clinical NER (DISEASE/TREATMENT) models, stage {config.stage.value}"
+            ),
+        )
+        group.apply_removal_policy(removal)
+        sm_arn = f"arn:{partition}:sagemaker:{region}:{account}"
+        group_arn = f"{sm_arn}:model-package-group/{self.model_package_group_name}"
+        packages_arn = f"{sm_arn}:model-package/{self.model_package_group_name}/*"
+
+        # ------------------------------------------------------------ training role
+        self.training_role = iam.Role(
+            self,
+            "TrainingJobRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker training jobs: read datasets, write models/, in the VPC",
+        )
+        job_logs = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/TrainingJobs"
+        training_policy = iam.ManagedPolicy(
+            self,
+            "TrainingJobPolicy",
+            description="Least privilege of the training job",
+            roles=[self.training_role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="ListDatasetsAndModels",
+                    actions=["s3:ListBucket"],
+                    resources=[data_lake.lake_arn_ref()],
+                    conditions={
+                        "StringLike": {
+                            "s3:prefix": [f"{lake.curated_training}*", f"{lake.models}*"]
+                        }
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="ReadDatasets",
+                    actions=["s3:GetObject"],
+                    resources=[data_lake.lake_object_arn(lake.curated_training)],
+                ),
+                iam.PolicyStatement(
+                    sid="WriteModels",
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[data_lake.lake_object_arn(lake.models)],
+                ),
+                iam.PolicyStatement(
+                    sid="UseLakeKey",
+                    actions=[
+                        "kms:Decrypt",
+                        "kms:Encrypt",
+                        "kms:GenerateDataKey",
+                        "kms:DescribeKey",
+                    ],
+                    resources=[lake_key.key_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="EncryptTrainingVolume",
+                    actions=["kms:CreateGrant"],
+                    resources=[lake_key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                ),
+                iam.PolicyStatement(
+                    sid="PullImage",
+                    actions=[
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchCheckLayerAvailability",
+                    ],
+                    resources=[self.image_repository_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="EcrLoginMetricsAndVpc",
+                    actions=[
+                        "ecr:GetAuthorizationToken",
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="TrainingMetrics",
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="TrainingLogs",
+                    actions=[
+                        "logs:CreateLogGroup",
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
+                    resources=[job_logs, f"{job_logs}:*"],
+                ),
+            ],
+        )
+        self._ack_lake_prefixes(
+            training_policy,
+            data_lake,
+            [lake.curated_training, lake.models],
+            "The training job reads the dataset version chosen at run time and writes "
+            "models/<training job name>/output/model.tar.gz; the wildcard covers that prefix.",
+        )
+        acknowledge(
+            training_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (namespace-conditioned) and "
+            "the EC2 network-interface actions SageMaker needs to attach the job to the VPC "
+            "support no resource-level permissions.",
+        )
+        acknowledge(
+            training_policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:*]",
+            "SageMaker names one log stream per training job at run time inside the "
+            "service-owned /aws/sagemaker/TrainingJobs log group; only that group's streams.",
+        )
+
+        # ----------------------------------------------------------------- Lambdas
+        layer = lambda_.LayerVersion(
+            self,
+            "CoreLayer",
+            code=lambda_.Code.from_asset(str(build_layer_zip())),
+            compatible_runtimes=[LAMBDA_RUNTIME],
+            description="clinical_ner core package (pure Python parts used by the Lambdas)",
+        )
+        common_env = {"MODEL_PACKAGE_GROUP": self.model_package_group_name, "LOG_LEVEL": "INFO"}
+        env = {
+            "resolve_dataset": {"LAKE_BUCKET": bucket.bucket_name},
+            "register_model": dict(common_env),
+            "gate_model": {**common_env, "STAGE_CONFIG": config.to_json()},
+            "approve_or_reject": {},
+            "deploy_model": {
+                "ENDPOINT_NAME": names.endpoint,
+                "MODEL_ROLE_ARN": f"arn:{partition}:iam::{account}:role/{names.model_role}",
+                "SERVERLESS_MEMORY_MB": str(config.serverless.memory_mb),
+                "SERVERLESS_MAX_CONCURRENCY": str(config.serverless.max_concurrency),
+                "PROVISIONED": str(config.serverless.provisioned).lower(),
+                "INSTANCE_TYPE": config.serverless.instance_type,
+                "ROLLBACK_ALARMS": ",".join(names.alarms),
+                "SUBNET_IDS": ",".join(s.subnet_id for s in self.vpc.isolated_subnets),
+                "SECURITY_GROUP_IDS": self.security_group.security_group_id,
+                "KMS_KEY_ARN": lake_key.key_arn,
+                "BAKE_SECONDS": str(int(BAKE_TIME.to_seconds())),
+            },
+        }
+        read_models = data_lake.lake_object_arn(lake.models)
+        grants: dict[str, list[iam.PolicyStatement]] = {
+            "resolve_dataset": [
+                iam.PolicyStatement(
+                    sid="ListDatasets",
+                    actions=["s3:ListBucket"],
+                    resources=[data_lake.lake_arn_ref()],
+                    conditions={"StringLike": {"s3:prefix": [f"{lake.curated_training}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadManifests",
+                    actions=["s3:GetObject"],
+                    resources=[data_lake.lake_object_arn(lake.curated_training)],
+                ),
+                _decrypt(lake_key),
+            ],
+            "register_model": [
+                iam.PolicyStatement(
+                    sid="ReadModelWriteMetrics",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[read_models],
+                ),
+                iam.PolicyStatement(
+                    sid="UseLakeKey",
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=[lake_key.key_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="RegisterPackages",
+                    actions=["sagemaker:CreateModelPackage"],
+                    resources=[group_arn, packages_arn],
+                ),
+                _read_registry(group_arn, packages_arn),
+                _list_registry(),
+            ],
+            "gate_model": [
+                iam.PolicyStatement(
+                    sid="ReadMetrics", actions=["s3:GetObject"], resources=[read_models]
+                ),
+                _decrypt(lake_key),
+                _read_registry(group_arn, packages_arn),
+                _list_registry(),
+            ],
+            "approve_or_reject": [
+                iam.PolicyStatement(
+                    sid="SetApproval",
+                    actions=["sagemaker:UpdateModelPackage"],
+                    resources=[packages_arn],
+                )
+            ],
+            "deploy_model": [_read_registry(group_arn, packages_arn)],
+        }
+        self.functions: dict[str, lambda_.Function] = {}
+        self.function_policies: dict[str, iam.ManagedPolicy] = {}
+        for name in FUNCTIONS:
+            self.functions[name] = self._function(
+                name, layer, env[name], grants[name], removal, data_lake, LAKE_PREFIXES[name]
+            )
+        self.deploy_role = self.functions["deploy_model"].role
+
+        # ------------------------------------------------------------ state machine
+        pipeline = TrainingPipeline(
+            self,
+            "Pipeline",
+            glue_job_name=data_prep.jobs["prepare_training_data"].ref,
+            training=TrainingJobSettings(
+                image=tasks.DockerImage.from_registry(self.image.image_uri),
+                # Immutable reference: the task would otherwise add grantRead on "*" for the
+                # run-time channel URIs and key grants as an inline policy; TrainingJobPolicy
+                # already names the exact prefixes and key.
+                role=iam.Role.from_role_arn(
+                    self, "TrainingJobRoleRef", self.training_role.role_arn, mutable=False
+                ),
+                vpc=self.vpc,
+                subnets=self.subnets,
+                security_group=self.security_group,
+                key=lake_key,
+                output_location=StaticS3Location(f"s3://{bucket.bucket_name}/{lake.models}"),
+                instance_type=TRAINING_INSTANCE,
+                name_prefix=prefix,
+            ),
+            functions=PipelineFunctions(**{n: self.functions[n] for n in FUNCTIONS}),
+            topic=self.topic,
+            approval_mode=config.approval_mode,
+            bake_time=BAKE_TIME,
+        )
+        self.pipeline = pipeline
+        sm_logs = self._log_group(
+            "StateMachineLogs", f"/aws/vendedlogs/states/{prefix}-training", removal
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"{prefix}-training",
+            definition_body=sfn.DefinitionBody.from_chainable(pipeline.definition),
+            timeout=STATE_MACHINE_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=sm_logs, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+            comment="Clinical NER retraining: prepare -> train -> register -> gate -> deploy",
+        )
+        self.key.grant(self.state_machine, "kms:GenerateDataKey", "kms:Decrypt")
+        lake_key.grant(self.state_machine, "kms:CreateGrant", "kms:DescribeKey")  # job volume
+
+        # ----------------------------------------------- manual approval continuation
+        self.approval_rule: events.Rule | None = None
+        if config.approval_mode is ApprovalMode.MANUAL:
+            events_role = iam.Role(
+                self,
+                "ApprovalRuleRole",
+                assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
+                description="EventBridge: start the training state machine on an approval",
+            )
+            iam.ManagedPolicy(
+                self,
+                "ApprovalRulePolicy",
+                roles=[events_role],
+                statements=[
+                    iam.PolicyStatement(
+                        actions=["states:StartExecution"],
+                        resources=[self.state_machine.state_machine_arn],
+                    )
+                ],
+            )
+            self.approval_rule = events.Rule(
+                self,
+                "ApprovalRule",
+                description="A human approved a model package: continue with the deployment",
+                event_pattern=events.EventPattern(
+                    source=["aws.sagemaker"],
+                    detail_type=["SageMaker Model Package State Change"],
+                    detail={
+                        "ModelPackageGroupName": [self.model_package_group_name],
+                        "ModelApprovalStatus": ["Approved"],
+                    },
+                ),
+            )
+            self.approval_rule.add_target(
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object(
+                        {
+                            "trigger": APPROVAL_TRIGGER,
+                            "model_package_arn": events.EventField.from_path(
+                                "$.detail.ModelPackageArn"
+                            ),
+                        }
+                    ),
+                    retry_attempts=4,
+                    max_event_age=Duration.hours(2),
+                    role=iam.Role.from_role_arn(
+                        self, "ApprovalRuleRoleRef", events_role.role_arn, mutable=False
+                    ),
+                )
+            )
+        self._acknowledge_state_machine()
+
+    # ---------------------------------------------------------------- helpers
+
+    def _log_group(self, cid: str, name: str, removal: RemovalPolicy) -> logs.LogGroup:
+        group = logs.LogGroup(
+            self, cid, log_group_name=name, encryption_key=self.key, removal_policy=removal
+        )
+        cfn = group.node.default_child
+        assert isinstance(cfn, logs.CfnLogGroup)
+        cfn.retention_in_days = self.config.retention.log_group_days
+        return group
+
+    def _function(
+        self,
+        name: str,
+        layer: lambda_.ILayerVersion,
+        environment: dict[str, str],
+        statements: list[iam.PolicyStatement],
+        removal: RemovalPolicy,
+        data_lake: DataLakeStack,
+        lake_prefixes: tuple[str, ...],
+    ) -> lambda_.Function:
+        prefix = self.config.resource_prefix
+        title = "".join(p.title() for p in name.split("_"))
+        fn_name = f"{prefix}-{name.replace('_', '-')}"
+        log_group = self._log_group(f"{title}Logs", f"/aws/lambda/{fn_name}", removal)
+        role = iam.Role(
+            self,
+            f"{title}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Lambda {fn_name} of the training pipeline",
+        )
+        policy = iam.ManagedPolicy(
+            self,
+            f"{title}Policy",
+            description=f"Least privilege of Lambda {fn_name}",
+            roles=[role],
+            statements=[
+                *statements,
+                iam.PolicyStatement(
+                    sid="WriteOwnLogs",
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[f"{log_group.log_group_arn}"],
+                ),
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces",
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:AssignPrivateIpAddresses",
+                        "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                ),
+            ],
+        )
+        fn = lambda_.Function(
+            self,
+            f"{title}Function",
+            function_name=fn_name,
+            runtime=LAMBDA_RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler="handler.handler",
+            code=lambda_.Code.from_asset(str(REPO_ROOT / "lambdas" / name)),
+            layers=[layer],
+            role=role,
+            environment=environment,
+            memory_size=512 if name == "register_model" else 256,
+            timeout=Duration.minutes(3),
+            reserved_concurrent_executions=LAMBDA_CONCURRENCY,
+            vpc=self.vpc,
+            vpc_subnets=self.subnets,
+            security_groups=[self.security_group],
+            log_group=log_group,
+            description=f"Training pipeline step {name} (thin handler over clinical_ner)",
+        )
+        fn.node.add_dependency(policy)  # ENI permissions must exist before the VPC function
+        self.function_policies[name] = policy
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "A Lambda function in a VPC manages its network interfaces through EC2 actions "
+            "that support no resource-level permissions (AWS documents Resource * for them); "
+            "the same holds for sagemaker:ListModelPackages where the function lists the group.",
+        )
+        self._ack_lake_prefixes(
+            policy,
+            data_lake,
+            list(lake_prefixes),
+            f"Lambda {fn_name} reads (and for register_model writes metrics.json beside) "
+            "objects whose keys are generated per run (training job names, dataset versions); "
+            "the wildcard covers exactly that lake prefix.",
+        )
+        if any("sagemaker:" in a for s in statements for a in s.actions):
+            acknowledge(
+                policy,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{self.config.resource_prefix}-ner/*]",
+                "Model package versions are numbered by SageMaker at registration; the wildcard "
+                "covers the versions of this stage's one model package group.",
+            )
+        acknowledge(
+            fn,
+            "AwsSolutions-L1",
+            "The runtime is pinned to Python 3.12, the newest version the core package declares "
+            "and is tested on (pyproject requires-python >=3.11,<3.13); the layer ships that "
+            "code, so the runtime moves together with that pin.",
+        )
+        acknowledge(
+            fn,
+            "HIPAA.Security-LambdaDLQ",
+            "Step Functions invokes this function synchronously (RequestResponse); a failure "
+            "returns to the state machine, which retries and then notifies SNS. A dead-letter "
+            "queue only receives failed asynchronous invocations, which never happen here.",
+        )
+        return fn
+
+    def _ack_lake_prefixes(
+        self, policy: iam.ManagedPolicy, data_lake: DataLakeStack, prefixes: list[str], why: str
+    ) -> None:
+        for p in prefixes:
+            acknowledge(
+                policy, f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(p)}]", why
+            )
+
+    def _acknowledge_state_machine(self) -> None:
+        """The state machine role's policy is generated by the task integrations (CDK)."""
+        role = self.state_machine.role.node.find_child("DefaultPolicy")
+        acknowledge(
+            role,
+            "HIPAA.Security-IAMNoInlinePolicy",
+            "CDK generates this policy from the task integrations (each statement names the "
+            "exact Lambda, Glue job, topic, training role and key the definition uses) and "
+            "keeps it in step with the definition; it is attached to this role only.",
+        )
+        for name, fn in self.functions.items():
+            arn_token = self.resolve(fn.function_arn)["Fn::GetAtt"][0]
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::<{arn_token}.Arn>:*]",
+                f"Invoke permission on the versions and aliases of the {name} function "
+                "(function ARN plus ':*' qualifier), which the Lambda integration grants; "
+                "no other function.",
+            )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/*]",
+            "Training job names are generated per execution (<prefix>-<execution name>); "
+            "the .sync integration creates, describes and stops them, so the grant covers "
+            "training jobs in this account and region only.",
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "CloudWatch Logs delivery (vended logs of the state machine), X-Ray trace "
+            "publishing and sagemaker:ListTags used by the .sync integration support no "
+            "resource-level permissions.",
+        )
+
+
+class StaticS3Location(tasks.S3Location):
+    """A fixed S3 URI that grants nothing: the roles' own policies name exact prefixes.
+
+    ``S3Location.from_bucket`` would add ``grantReadWrite`` (DeleteObject*, Abort*, the key's
+    ReEncrypt*/GenerateDataKey*) to the training role as an inline policy.
+    """
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self._uri = uri
+
+    def bind(
+        self, task: Any, *, for_reading: bool | None = None, for_writing: bool | None = None
+    ) -> tasks.S3LocationConfig:
+        return tasks.S3LocationConfig(uri=self._uri)
+
+
+def _decrypt(key: kms.IKey) -> iam.PolicyStatement:
+    return iam.PolicyStatement(sid="DecryptLake", actions=["kms:Decrypt"], resources=[key.key_arn])
+
+
+def _read_registry(group_arn: str, packages_arn: str) -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        sid="ReadRegistry",
+        actions=["sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup"],
+        resources=[group_arn, packages_arn],
+    )
+
+
+def _list_registry() -> iam.PolicyStatement:
+    # sagemaker:ListModelPackages supports no resource-level permissions.
+    return iam.PolicyStatement(
+        sid="ListPackages", actions=["sagemaker:ListModelPackages"], resources=["*"]
+    )

@@ -1,0 +1,1 @@
+"""Step Functions state machine definitions (CDK constructs that build the chains)."""

@@ -1,0 +1,275 @@
+"""The extraction state machine's definition: ingest -> extract -> publish -> monitor.
+
+::
+
+    Start ─ IsRerun? ─┬─ (rerun_run_id given) SetRerunId ─────────────────┐
+                      └─ SetRunId ─ ValidateNotes (Glue .sync) ───────────┤
+                                                                          v
+      StageTransformInput (Lambda) ─ AnyNotes? ─ no ─> NothingToExtract (Succeed)
+                                         └ yes ─ ResolveModel (Lambda) ─ BatchTransform
+      (SageMaker .sync) ─ PublishExtractions (Lambda) ─ MonitorDrift (Lambda) ─ Done
+
+Every Task retries transient errors with backoff and catches everything else into ``$.error``
+-> NotifyFailure (SNS: execution id, failed state's error name; no cause text, which could
+quote a container's output) -> Fail. Nothing in the definition deletes or moves input: a
+failed run leaves ``raw/notes/`` and the curated notes untouched, and is re-run by starting an
+execution with ``{"rerun_run_id": "<run id of the failed execution>"}``, which skips
+validation (the Glue ledger has already admitted those notes) and extracts that run's notes.
+
+Only Task, Choice, Pass, Succeed and Fail with JSONPath paths/Parameters/ResultSelector are
+used (no Map/Parallel, no intrinsic functions), so the local ASL runner can execute the
+synthesized definition as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Size
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from clinical_ner.aws_runtime import TRANSIENT_ERROR
+from clinical_ner.serve import JSONLINES
+
+RETRYABLE_LAMBDA = [
+    TRANSIENT_ERROR,
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+GLUE_RETRYABLE = ["Glue.ThrottlingException", "Glue.ConcurrentRunsExceededException"]
+SAGEMAKER_RETRYABLE = ["SageMaker.ThrottlingException"]
+SNS_RETRYABLE = ["SNS.ThrottledException", "SNS.InternalErrorException"]
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    instance_type: str
+    instance_count: int
+    max_payload_mb: int
+    max_concurrent_transforms: int
+    timeout: Duration
+
+
+@dataclass(frozen=True)
+class ExtractionFunctions:
+    stage: lambda_.IFunction
+    resolve_model: lambda_.IFunction
+    publish: lambda_.IFunction
+    monitor: lambda_.IFunction
+
+
+class ExtractionPipeline(Construct):
+    """Builds `definition`; the stack wraps it in a StateMachine."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        validate_job_name: str,
+        functions: ExtractionFunctions,
+        topic: sns.ITopic,
+        transform: TransformSettings,
+        volume_key: object,
+        output_key: object,
+        transform_role: iam.IRole,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.tasks: list[sfn.TaskStateBase] = []
+        failed = sfn.Fail(
+            self,
+            "ExtractionFailed",
+            error="ExtractionFailed",
+            cause="an extraction step failed; see the SNS notification and execution history",
+        )
+        self.notify_failure = tasks.SnsPublish(
+            self,
+            "NotifyFailure",
+            topic=topic,
+            subject="Clinical NER extraction FAILED",
+            message=sfn.TaskInput.from_object(
+                {
+                    "event": "extraction_failed",
+                    "execution": sfn.JsonPath.execution_id,
+                    "run_id": sfn.JsonPath.string_at("$.run.run_id"),
+                    "error": sfn.JsonPath.string_at("$.error.Error"),
+                    "rerun_input": {"rerun_run_id": sfn.JsonPath.string_at("$.run.run_id")},
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        _retry(self.notify_failure, SNS_RETRYABLE)
+        self.notify_failure.add_catch(failed, result_path="$.notify_error")
+        self.notify_failure.next(failed)
+
+        set_run_id = sfn.Pass(
+            self,
+            "SetRunId",
+            parameters={"run_id": sfn.JsonPath.execution_name},
+            result_path="$.run",
+        )
+        set_rerun_id = sfn.Pass(
+            self,
+            "SetRerunId",
+            parameters={"run_id": sfn.JsonPath.string_at("$.rerun_run_id")},
+            result_path="$.run",
+        )
+        validate = tasks.GlueStartJobRun(
+            self,
+            "ValidateNotes",
+            glue_job_name=validate_job_name,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            arguments=sfn.TaskInput.from_object(
+                {"--run_id": sfn.JsonPath.string_at("$.run.run_id")}
+            ),
+            result_selector={
+                "job_run_id": sfn.JsonPath.string_at("$.Id"),
+                "state": sfn.JsonPath.string_at("$.JobRunState"),
+            },
+            result_path="$.validate",
+        )
+        _retry(validate, GLUE_RETRYABLE, attempts=6, interval=Duration.seconds(30))
+        self._catch(validate)
+
+        stage = self._lambda(
+            "StageTransformInput",
+            functions.stage,
+            {"run_id": sfn.JsonPath.string_at("$.run.run_id")},
+            "$.stage",
+        )
+        resolve = self._lambda("ResolveModel", functions.resolve_model, {}, "$.model")
+        batch = tasks.SageMakerCreateTransformJob(
+            self,
+            "BatchTransform",
+            transform_job_name=sfn.JsonPath.string_at("$.stage.transform_job_name"),
+            model_name=sfn.JsonPath.string_at("$.model.model_name"),
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            batch_strategy=tasks.BatchStrategy.MULTI_RECORD,
+            max_payload=Size.mebibytes(transform.max_payload_mb),
+            max_concurrent_transforms=transform.max_concurrent_transforms,
+            transform_input=tasks.TransformInput(
+                transform_data_source=tasks.TransformDataSource(
+                    s3_data_source=tasks.TransformS3DataSource(
+                        s3_uri=sfn.JsonPath.string_at("$.stage.input_uri"),
+                        s3_data_type=tasks.S3DataType.S3_PREFIX,
+                    )
+                ),
+                content_type=JSONLINES,
+                split_type=tasks.SplitType.LINE,
+            ),
+            transform_output=tasks.TransformOutput(
+                s3_output_path=sfn.JsonPath.string_at("$.stage.output_uri"),
+                accept=JSONLINES,
+                assemble_with=tasks.AssembleWith.LINE,
+                encryption_key=output_key,  # type: ignore[arg-type]
+            ),
+            transform_resources=tasks.TransformResources(
+                instance_count=transform.instance_count,
+                instance_type=_instance_type(transform.instance_type),
+                volume_encryption_key=volume_key,  # type: ignore[arg-type]
+            ),
+            result_selector={
+                "job_name": sfn.JsonPath.string_at("$.TransformJobName"),
+                "status": sfn.JsonPath.string_at("$.TransformJobStatus"),
+            },
+            result_path="$.transform",
+            # Without a role the task construct creates one with AmazonSageMakerFullAccess.
+            role=transform_role.without_policy_updates()
+            if isinstance(transform_role, iam.Role)
+            else transform_role,
+            task_timeout=sfn.Timeout.duration(transform.timeout),
+        )
+        _retry(batch, SAGEMAKER_RETRYABLE)
+        self._catch(batch)
+
+        publish = self._lambda(
+            "PublishExtractions",
+            functions.publish,
+            {
+                "run_id": sfn.JsonPath.string_at("$.run.run_id"),
+                "dt": sfn.JsonPath.string_at("$.stage.dt"),
+            },
+            "$.publish",
+        )
+        monitor = self._lambda(
+            "MonitorDrift",
+            functions.monitor,
+            {
+                "run_id": sfn.JsonPath.string_at("$.run.run_id"),
+                "dt": sfn.JsonPath.string_at("$.stage.dt"),
+                "model_version": sfn.JsonPath.string_at("$.publish.model_version"),
+                "entity_keys": sfn.JsonPath.list_at("$.publish.keys.entities"),
+                "model_data_url": sfn.JsonPath.string_at("$.model.model_data_url"),
+            },
+            "$.drift",
+        )
+        done = sfn.Succeed(self, "Done")
+        nothing = sfn.Succeed(
+            self, "NothingToExtract", comment="the run admitted no new notes (e.g. a re-drop)"
+        )
+
+        extract = resolve.next(batch).next(publish).next(monitor).next(done)
+        stage.next(
+            sfn.Choice(self, "AnyNotes?")
+            .when(sfn.Condition.number_greater_than("$.stage.notes", 0), extract)
+            .otherwise(nothing)
+        )
+        set_run_id.next(validate).next(stage)
+        set_rerun_id.next(stage)
+        self.definition = (
+            sfn.Choice(self, "IsRerun?")
+            .when(sfn.Condition.is_present("$.rerun_run_id"), set_rerun_id)
+            .otherwise(set_run_id)
+        )
+
+    def _catch(self, task: sfn.TaskStateBase) -> None:
+        task.add_catch(self.notify_failure, errors=["States.ALL"], result_path="$.error")
+        self.tasks.append(task)
+
+    def _lambda(
+        self, state_id: str, fn: lambda_.IFunction, payload: dict, result_path: str
+    ) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
+            self,
+            state_id,
+            lambda_function=fn,
+            payload=sfn.TaskInput.from_object(payload),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            result_path=result_path,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(15)),
+        )
+        _retry(task, [*RETRYABLE_LAMBDA, "States.Timeout"])
+        self._catch(task)
+        return task
+
+
+def _retry(
+    task: sfn.TaskStateBase,
+    errors: list[str],
+    *,
+    attempts: int = 4,
+    interval: Duration | None = None,
+) -> None:
+    task.add_retry(
+        errors=errors,
+        interval=interval or Duration.seconds(5),
+        max_attempts=attempts,
+        backoff_rate=2.0,
+        max_delay=Duration.minutes(5),
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+
+
+def _instance_type(name: str) -> object:
+    from aws_cdk import aws_ec2 as ec2
+
+    # "ml.m5.xlarge" -> ec2.InstanceType("m5.xlarge"); the task adds the "ml." prefix.
+    return ec2.InstanceType(name.removeprefix("ml."))

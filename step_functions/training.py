@@ -1,0 +1,501 @@
+"""The training pipeline as a Step Functions chain (aws_stepfunctions_tasks).
+
+    RouteTrigger (Choice)
+      approval event --------------------------------------------> FromApprovalEvent -> Deploy
+      new_annotations | drift | manual | schedule:
+        dataset_version given? -- no --> DefaultDatasetVersion
+        dataset_version == "latest"? -- yes --> PrepareData (Glue .sync)
+        ResolveDataset (Lambda) -> Train (SageMaker .sync) -> Register (Lambda) -> Gate (Lambda)
+        GatePassed? (Choice)
+          pass, auto   -> Approve (Lambda) -> Deploy
+          pass, manual -> MarkPendingApproval (Lambda) -> NotifyApprovalNeeded (SNS) -> Succeed;
+                          the EventBridge rule on the package's approval starts a new execution
+                          with trigger "approval", which goes straight to Deploy
+          fail         -> Reject (Lambda) -> NotifyRejected (SNS) -> Succeed (ModelRejected)
+      anything else -> InvalidInput (Fail)
+
+    Deploy (Lambda) -> WaitForEndpoint -> EndpointStatus (Lambda) -> EndpointPhase (Choice)
+      in_progress -> WaitForEndpoint;  failed -> failure path;  rolled_back -> NotifyRolledBack
+      deployed + guardrails (SageMaker baked and watched the alarms) -> NotifyDeployed
+      deployed, serverless -> BakeWait -> VerifyDeployment (Lambda: alarms; roll back) ->
+        healthy -> NotifyDeployed -> Succeed;  rolled_back -> NotifyRolledBack -> Fail
+
+Every Task retries transient errors (throttling, Lambda service errors, ``TransientAwsError``)
+with backoff and catches everything else into ``$.error`` -> NotifyFailure (SNS) -> Fail.
+
+The definition uses only Task, Choice, Pass, Wait, Succeed and Fail with JSONPath
+InputPath/Parameters/ResultSelector/ResultPath and the ``States.Format`` intrinsic (for the
+training job name), so the local ASL runner can execute the synthesized definition as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Size
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from clinical_ner.aws_runtime import ENDPOINT_BUSY_ERROR, TRANSIENT_ERROR
+from clinical_ner.registry import LATEST, TRIGGERS
+from clinical_ner.stage_config import ApprovalMode
+
+APPROVAL_TRIGGER = "approval"
+RETRYABLE_AWS_ERRORS = [
+    TRANSIENT_ERROR,
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+# Service-integration errors worth a retry: throttling and SageMaker's generic API error (its
+# cause carries the code; a validation error fails again after the few attempts below).
+SERVICE_THROTTLING = [
+    "Glue.ThrottlingException",
+    "Glue.ConcurrentRunsExceededException",
+    "SageMaker.ThrottlingException",
+    "SageMaker.AmazonSageMakerException",
+    "SNS.ThrottledException",
+    "SNS.InternalErrorException",
+]
+TRAINING_METRICS = ("dev_f1", "test_f1", "test_f1_DISEASE", "test_f1_TREATMENT")
+
+
+@dataclass(frozen=True)
+class TrainingJobSettings:
+    image: tasks.DockerImage
+    role: iam.IRole
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    security_group: ec2.ISecurityGroup
+    key: kms.IKey  # volume + output encryption (the lake key)
+    output_location: tasks.S3Location  # s3://<lake>/models/
+    instance_type: str = "ml.m5.xlarge"
+    volume_gb: int = 30
+    max_runtime_hours: int = 4
+    name_prefix: str = "clinical-ner"
+
+
+@dataclass(frozen=True)
+class PipelineFunctions:
+    resolve_dataset: lambda_.IFunction
+    register_model: lambda_.IFunction
+    gate_model: lambda_.IFunction
+    approve_or_reject: lambda_.IFunction
+    deploy_model: lambda_.IFunction
+
+
+class TrainingPipeline(Construct):
+    """Builds `definition` (the chain); the stack wraps it in a StateMachine."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        glue_job_name: str,
+        training: TrainingJobSettings,
+        functions: PipelineFunctions,
+        topic: sns.ITopic,
+        approval_mode: ApprovalMode,
+        bake_time: Duration | None = None,
+        poll_interval: Duration | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        bake_time = bake_time or Duration.minutes(10)
+        poll_interval = poll_interval or Duration.minutes(1)
+        self.topic = topic
+        self.tasks: list[sfn.TaskStateBase] = []
+
+        # -------------------------------------------------------------- failure path
+        failed = sfn.Fail(
+            self,
+            "PipelineFailed",
+            error="PipelineFailed",
+            cause="a pipeline step failed; see the SNS notification and the execution history",
+        )
+        self.notify_failure = tasks.SnsPublish(
+            self,
+            "NotifyFailure",
+            topic=topic,
+            subject="Clinical NER training pipeline FAILED",
+            message=sfn.TaskInput.from_object(
+                {
+                    "event": "pipeline_failed",
+                    "execution": sfn.JsonPath.execution_id,
+                    "error": sfn.JsonPath.string_at("$.error.Error"),
+                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        self._retry(self.notify_failure, SERVICE_THROTTLING)
+        self.notify_failure.add_catch(failed, result_path="$.notify_error")
+        self.notify_failure.next(failed)
+
+        # ----------------------------------------------------------------- training
+        prepare = tasks.GlueStartJobRun(
+            self,
+            "PrepareData",
+            glue_job_name=glue_job_name,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            arguments=sfn.TaskInput.from_object({"--run_id": sfn.JsonPath.execution_name}),
+            result_selector={"job_run_id": sfn.JsonPath.string_at("$.Id")},
+            result_path="$.prepare",
+            task_timeout=sfn.Timeout.duration(Duration.hours(3)),
+        )
+        resolve = self._lambda(
+            "ResolveDataset",
+            functions.resolve_dataset,
+            {"dataset_version": sfn.JsonPath.string_at("$.dataset_version")},
+            "$.dataset",
+        )
+        train = self._training_job(training)
+        register = self._lambda(
+            "Register",
+            functions.register_model,
+            {
+                "training": sfn.JsonPath.object_at("$.training"),
+                "dataset": sfn.JsonPath.object_at("$.dataset"),
+                "trigger": sfn.JsonPath.string_at("$.trigger"),
+                "execution_id": sfn.JsonPath.execution_id,
+            },
+            "$.register",
+        )
+        gate = self._lambda(
+            "Gate",
+            functions.gate_model,
+            {"model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn")},
+            "$.gate",
+        )
+
+        def decision(state_id: str, action: str) -> tasks.LambdaInvoke:
+            return self._lambda(
+                state_id,
+                functions.approve_or_reject,
+                {
+                    "action": action,
+                    "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
+                    "gate": sfn.JsonPath.object_at("$.gate"),
+                },
+                "$.approval",
+            )
+
+        # ----------------------------------------------------------------- deployment
+        deploy = self._lambda(
+            "Deploy",
+            functions.deploy_model,
+            {
+                "action": "deploy",
+                "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
+            },
+            "$.deployment",
+            extra_retry=[ENDPOINT_BUSY_ERROR],
+        )
+        wait_endpoint = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(poll_interval))
+        endpoint_status = self._lambda(
+            "EndpointStatus",
+            functions.deploy_model,
+            {"action": "status", "deployment": sfn.JsonPath.object_at("$.deployment")},
+            "$.deployment",
+        )
+        bake = sfn.Wait(self, "BakeWait", time=sfn.WaitTime.duration(bake_time))
+        verify = self._lambda(
+            "VerifyDeployment",
+            functions.deploy_model,
+            {"action": "verify", "deployment": sfn.JsonPath.object_at("$.deployment")},
+            "$.deployment",
+        )
+        notify_deployed = self._notify(
+            "NotifyDeployed",
+            "Clinical NER model deployed",
+            {
+                "event": "model_deployed",
+                "endpoint": sfn.JsonPath.string_at("$.deployment.endpoint_name"),
+                "endpoint_config": sfn.JsonPath.string_at("$.deployment.endpoint_config_name"),
+                "model_package_arn": sfn.JsonPath.string_at("$.deployment.model_package_arn"),
+                "execution": sfn.JsonPath.execution_id,
+            },
+        )
+        notify_deployed.next(sfn.Succeed(self, "Deployed"))
+        notify_rolled_back = self._notify(
+            "NotifyRolledBack",
+            "Clinical NER deployment ROLLED BACK",
+            {
+                "event": "deployment_rolled_back",
+                "endpoint": sfn.JsonPath.string_at("$.deployment.endpoint_name"),
+                "rejected_endpoint_config": sfn.JsonPath.string_at(
+                    "$.deployment.endpoint_config_name"
+                ),
+                "model_package_arn": sfn.JsonPath.string_at("$.deployment.model_package_arn"),
+                "execution": sfn.JsonPath.execution_id,
+            },
+        )
+        notify_rolled_back.next(
+            sfn.Fail(
+                self,
+                "DeploymentRolledBack",
+                error="DeploymentRolledBack",
+                cause="rollback alarms fired during the deployment; the previous model serves",
+            )
+        )
+        endpoint_failed = sfn.Pass(
+            self,
+            "EndpointFailed",
+            parameters={
+                "Error": "EndpointDeploymentFailed",
+                "Cause": sfn.JsonPath.format(
+                    "endpoint {} did not reach InService with {}",
+                    sfn.JsonPath.string_at("$.deployment.endpoint_name"),
+                    sfn.JsonPath.string_at("$.deployment.endpoint_config_name"),
+                ),
+            },
+            result_path="$.error",
+        )
+        endpoint_failed.next(self.notify_failure)
+
+        deploy.next(wait_endpoint)
+        wait_endpoint.next(endpoint_status)
+        endpoint_status.next(
+            sfn.Choice(self, "EndpointPhase")
+            .when(sfn.Condition.string_equals("$.deployment.phase", "in_progress"), wait_endpoint)
+            .when(
+                sfn.Condition.string_equals("$.deployment.phase", "rolled_back"), notify_rolled_back
+            )
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.deployment.phase", "deployed"),
+                    sfn.Condition.boolean_equals("$.deployment.guardrails", True),
+                ),
+                notify_deployed,
+            )
+            .when(sfn.Condition.string_equals("$.deployment.phase", "deployed"), bake)
+            .otherwise(endpoint_failed)
+        )
+        bake.next(verify)
+        verify.next(
+            sfn.Choice(self, "DeploymentHealthy")
+            .when(sfn.Condition.string_equals("$.deployment.phase", "healthy"), notify_deployed)
+            .otherwise(notify_rolled_back)
+        )
+
+        # -------------------------------------------------------------- gate routing
+        reject = decision("Reject", "reject")
+        notify_rejected = self._notify(
+            "NotifyRejected",
+            "Clinical NER candidate model rejected by the gate",
+            {
+                "event": "model_rejected",
+                "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
+                "summary": sfn.JsonPath.string_at("$.gate.summary"),
+                "failed_checks": sfn.JsonPath.list_at("$.gate.failed"),
+                "dataset_version": sfn.JsonPath.string_at("$.dataset.dataset_version"),
+                "execution": sfn.JsonPath.execution_id,
+            },
+        )
+        reject.next(notify_rejected)
+        notify_rejected.next(sfn.Succeed(self, "ModelRejected"))
+
+        if approval_mode is ApprovalMode.AUTO:
+            on_pass: sfn.IChainable = decision("Approve", "approve")
+            on_pass.next(deploy)  # type: ignore[attr-defined]
+        else:
+            pending = decision("MarkPendingApproval", "pending")
+            notify_pending = self._notify(
+                "NotifyApprovalNeeded",
+                "Clinical NER model awaiting approval",
+                {
+                    "event": "approval_needed",
+                    "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
+                    "summary": sfn.JsonPath.string_at("$.gate.summary"),
+                    "how_to_approve": "Approve or reject this package in the SageMaker Model "
+                    "Registry; approval starts the deployment automatically.",
+                    "execution": sfn.JsonPath.execution_id,
+                },
+            )
+            pending.next(notify_pending)
+            notify_pending.next(sfn.Succeed(self, "AwaitingApproval"))
+            on_pass = pending
+        gate_choice = (
+            sfn.Choice(self, "GatePassed")
+            .when(sfn.Condition.boolean_equals("$.gate.passed", True), on_pass)
+            .otherwise(reject)
+        )
+
+        # ----------------------------------------------------------------- entry
+        from_approval = sfn.Pass(
+            self,
+            "FromApprovalEvent",
+            parameters={
+                "trigger": APPROVAL_TRIGGER,
+                "register": {"model_package_arn": sfn.JsonPath.string_at("$.model_package_arn")},
+            },
+        )
+        from_approval.next(deploy)
+        default_version = sfn.Pass(
+            self,
+            "DefaultDatasetVersion",
+            parameters={"trigger": sfn.JsonPath.string_at("$.trigger"), "dataset_version": LATEST},
+        )
+        version_choice = (
+            sfn.Choice(self, "NeedsDataPrep")
+            .when(sfn.Condition.string_equals("$.dataset_version", LATEST), prepare)
+            .otherwise(resolve)
+        )
+        default_version.next(version_choice)
+        prepare.next(resolve)
+        resolve.next(train)
+        train.next(register)
+        register.next(gate)
+        gate.next(gate_choice)
+
+        invalid = sfn.Fail(
+            self,
+            "InvalidInput",
+            error="InvalidInput",
+            cause="input needs trigger (new_annotations|drift|manual|schedule) and an optional "
+            "dataset_version, or trigger=approval with model_package_arn",
+        )
+        has_version = (
+            sfn.Choice(self, "HasDatasetVersion")
+            .when(sfn.Condition.is_present("$.dataset_version"), version_choice)
+            .otherwise(default_version)
+        )
+        # Rules are evaluated in order, so $.trigger is known to exist after the first one.
+        self.definition = (
+            sfn.Choice(self, "RouteTrigger")
+            .when(sfn.Condition.not_(sfn.Condition.is_present("$.trigger")), invalid)
+            .when(sfn.Condition.string_equals("$.trigger", APPROVAL_TRIGGER), from_approval)
+            .when(
+                sfn.Condition.or_(*[sfn.Condition.string_equals("$.trigger", t) for t in TRIGGERS]),
+                has_version,
+            )
+            .otherwise(invalid)
+        )
+        self._retry(prepare, SERVICE_THROTTLING)
+        self._catch_all(prepare, train)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _retry(self, task: sfn.TaskStateBase, errors: list[str]) -> None:
+        task.add_retry(
+            errors=errors,
+            interval=Duration.seconds(5),
+            max_attempts=4,
+            backoff_rate=2.0,
+            max_delay=Duration.minutes(2),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+
+    def _catch_all(self, *states: sfn.TaskStateBase) -> None:
+        for state in states:
+            state.add_catch(self.notify_failure, errors=["States.ALL"], result_path="$.error")
+            self.tasks.append(state)
+
+    def _lambda(
+        self,
+        state_id: str,
+        fn: lambda_.IFunction,
+        payload: dict,
+        result_path: str,
+        *,
+        extra_retry: list[str] | None = None,
+    ) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
+            self,
+            state_id,
+            lambda_function=fn,
+            payload=sfn.TaskInput.from_object(payload),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            result_path=result_path,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
+        )
+        self._retry(task, [*RETRYABLE_AWS_ERRORS, "States.Timeout"])
+        if extra_retry:
+            task.add_retry(
+                errors=extra_retry,
+                interval=Duration.minutes(2),
+                max_attempts=10,
+                backoff_rate=1.5,
+                max_delay=Duration.minutes(15),
+            )
+        self._catch_all(task)
+        return task
+
+    def _notify(self, state_id: str, subject: str, message: dict) -> tasks.SnsPublish:
+        task = tasks.SnsPublish(
+            self,
+            state_id,
+            topic=self.topic,
+            subject=subject,
+            message=sfn.TaskInput.from_object(message),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        self._retry(task, SERVICE_THROTTLING)
+        self._catch_all(task)
+        return task
+
+    def _training_job(self, t: TrainingJobSettings) -> tasks.SageMakerCreateTrainingJob:
+        def channel(name: str) -> tasks.Channel:
+            return tasks.Channel(
+                channel_name=name,
+                content_type="application/jsonlines",
+                data_source=tasks.DataSource(
+                    s3_data_source=tasks.S3DataSource(
+                        s3_location=tasks.S3Location.from_json_expression(f"$.dataset.{name}_uri"),
+                        s3_data_type=tasks.S3DataType.S3_PREFIX,
+                        s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
+                    )
+                ),
+            )
+
+        job = tasks.SageMakerCreateTrainingJob(
+            self,
+            "Train",
+            training_job_name=sfn.JsonPath.format(
+                "{}-{}", t.name_prefix, sfn.JsonPath.execution_name
+            ),
+            role=t.role,
+            algorithm_specification=tasks.AlgorithmSpecification(
+                training_image=t.image,
+                training_input_mode=tasks.InputMode.FILE,
+                metric_definitions=[
+                    tasks.MetricDefinition(name=m, regex=f"METRIC {m}=([0-9.eE+-]+)")
+                    for m in TRAINING_METRICS
+                ],
+            ),
+            input_data_config=[channel("train"), channel("dev"), channel("test")],
+            output_data_config=tasks.OutputDataConfig(
+                s3_output_location=t.output_location,
+                encryption_key=t.key,
+            ),
+            resource_config=tasks.ResourceConfig(
+                instance_count=1,
+                instance_type=ec2.InstanceType(t.instance_type.removeprefix("ml.")),
+                volume_size=Size.gibibytes(t.volume_gb),
+                volume_encryption_key=t.key,
+            ),
+            stopping_condition=tasks.StoppingCondition(
+                max_runtime=Duration.hours(t.max_runtime_hours)
+            ),
+            vpc_config=tasks.VpcConfig(vpc=t.vpc, subnets=t.subnets),
+            enable_network_isolation=True,
+            hyperparameters={"seed": "0"},
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            result_selector={
+                "job_name": sfn.JsonPath.string_at("$.TrainingJobName"),
+                "model_data_url": sfn.JsonPath.string_at("$.ModelArtifacts.S3ModelArtifacts"),
+                "image": sfn.JsonPath.string_at("$.AlgorithmSpecification.TrainingImage"),
+            },
+            result_path="$.training",
+        )
+        job.add_security_group(t.security_group)
+        self._retry(job, SERVICE_THROTTLING)
+        return job

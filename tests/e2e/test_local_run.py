@@ -1,0 +1,167 @@
+"""End to end: `clinical-ner local run` on the bundled SYNTHETIC samples, asserted on outcomes.
+
+One run (module fixture) synthesizes the CDK app, runs the training state machine as
+synthesized (Glue script on local Spark, `train` subprocess, real Lambdas against moto, the
+`serve` process as endpoint), the extraction state machine three times (notes + reference
+window, in-distribution window, shifted window), the named queries in DuckDB, and the
+retraining trigger. About 1.5-2 minutes on 2 cores; everything stays on 127.0.0.1.
+
+The unsupported-construct check of the state-machine runner is
+``tests/unit/test_asl.py::test_unsupported_constructs_fail_loudly`` (and
+`test_runner_rejects_a_definition_it_cannot_run` below, through the runner's registry).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+pytest.importorskip("moto.server", reason="moto[server] missing: pip install '.[dev]'")
+pytest.importorskip("pyspark", reason="pyspark missing: pip install '.[dev]'")
+pytest.importorskip("duckdb", reason="duckdb missing")
+
+from clinical_ner.local.asl import StateMachine, TaskRegistry, UnsupportedAslError  # noqa: E402
+from clinical_ner.local.runner import RunOptions, run  # noqa: E402
+
+MAX_STEPS = 150  # a short training job; the synthetic samples are learnt quickly
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed (needed to synthesize the CDK app)")
+    pytest.importorskip("aws_cdk", reason="aws-cdk-lib missing: pip install '.[infra]'")
+    pytest.importorskip("matplotlib", reason="matplotlib missing")
+    out = tmp_path_factory.mktemp("local-run")
+    return run(RunOptions(output=out, max_steps=MAX_STEPS, progress=False))
+
+
+def test_report_is_written_with_plots(local_run):
+    assert local_run.report_path and local_run.report_path.is_file()
+    text = local_run.report_path.read_text()
+    for section in (
+        "## Gate decision",
+        "## Endpoint check",
+        "## Named queries",
+        "## Drift monitoring",
+        "## Timings",
+    ):
+        assert section in text
+    for png in ("per_label_prf.png", "confidence_hist.png", "drift_signals.png"):
+        assert (local_run.output / png).stat().st_size > 1000
+    json.loads((local_run.output / "report.json").read_text())
+
+
+def test_training_pipeline_registers_approves_and_deploys(local_run):
+    ex = local_run.training_execution
+    assert ex["status"] == "SUCCEEDED", ex
+    assert ex["states"][-1] == "Deployed"
+    assert {
+        "PrepareData",
+        "Train",
+        "Register",
+        "Gate",
+        "Approve",
+        "Deploy",
+        "VerifyDeployment",
+    } <= set(ex["states"])
+    assert local_run.gate["passed"] is True
+    [package] = local_run.registry
+    assert package["status"] == "Approved"
+    assert package["model_data_url"].startswith("s3://clinical-ner-local-lake/models/")
+    assert [m["message"]["event"] for m in local_run.sns_messages] == ["model_deployed"]
+    prepared = next(g for g in local_run.glue_reports if "dataset_version" in g)
+    assert prepared["docs_total"] > 100
+
+
+def test_endpoint_answers(local_run):
+    ep = local_run.endpoint
+    assert ep["checked"] and ep["ping"] == 200 and ep["invocation_status"] == 200
+    assert ep["status_in_emulator"] == "InService"
+    labels = {e["label"] for e in ep["entities"]}
+    assert labels == {"DISEASE", "TREATMENT"}
+    for e in ep["entities"]:
+        assert ep["request_text"][e["start_char"] : e["end_char"]] == e["text"]
+
+
+def test_bad_records_are_quarantined_not_dropped(local_run):
+    first = local_run.extraction_runs[0]["validate"]
+    assert first["in"] == first["curated"] + first["quarantined"]
+    assert first["quarantined"] == 7  # synthetic_notes_bad.jsonl: 7 of its 8 lines are bad
+    assert set(first["quarantined_by_reason"]) >= {
+        "malformed_json",
+        "missing_field",
+        "empty_text",
+        "duplicate_note_id",
+    }
+
+
+def test_entity_rows_have_valid_offsets(local_run):
+    rows = local_run.entity_rows
+    assert len(rows) > 1000
+    checked = 0
+    for r in rows:
+        assert 0 <= r["start_char"] < r["end_char"]
+        assert r["label"] in {"DISEASE", "TREATMENT"}
+        text = local_run.notes_text.get(r["note_id"])
+        if text is not None:
+            assert text[r["start_char"] : r["end_char"]] == r["text"]
+            checked += 1
+    assert checked == len(rows)  # every note is a bundled synthetic note with known text
+
+
+def test_every_named_query_returns_rows(local_run):
+    from clinical_ner.analytics import QUERIES
+
+    assert set(local_run.queries) == {q.name for q in QUERIES}
+    for name, q in local_run.queries.items():
+        assert q["rows"], f"named query {name} returned no rows"
+
+
+def test_drift_decisions_on_the_windows(local_run):
+    decisions = [(d["label"].split(" (")[0], d["decision"], d["action"]) for d in local_run.drift]
+    # docs/local-mode.md: the first window establishes the production reference, the
+    # in-distribution window shows no drift, the shifted window moderate drift -> retrain.
+    assert decisions == [
+        ("sample notes + reference window", "reference_established", "none"),
+        ("in-distribution window", "none", "none"),
+        ("shifted window", "moderate", "retrain"),
+    ]
+    shifted = local_run.drift[-1]["report"]["signals"]
+    assert shifted["oov_rate_increase"]["level"] == "moderate"
+
+
+def test_moderate_drift_starts_one_retraining_execution(local_run):
+    rt = local_run.retraining
+    assert rt["invoked"] and rt["first_call"]["started"] is True
+    assert rt["second_call"]["started"] is False  # debounced
+    assert len(rt["executions"]) == 1
+    assert rt["execution_input"]["trigger"] == "drift"
+
+
+def test_runner_rejects_a_definition_it_cannot_run():
+    definition = {
+        "StartAt": "Everything",
+        "States": {
+            "Everything": {
+                "Type": "Map",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "One",
+                    "States": {"One": {"Type": "Pass", "End": True}},
+                },
+                "End": True,
+            }
+        },
+    }
+    with pytest.raises(UnsupportedAslError) as info:
+        StateMachine(definition, TaskRegistry())
+    assert "Everything" in str(info.value)

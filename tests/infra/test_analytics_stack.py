@@ -1,0 +1,61 @@
+"""AnalyticsStack: tables with partition projection, enforced KMS workgroup, named queries."""
+
+from __future__ import annotations
+
+import json
+
+from clinical_ner.analytics import QUERIES
+from clinical_ner.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
+
+
+def _tables(synth):
+    return {
+        r["Properties"]["TableInput"]["Name"]: r["Properties"]
+        for r in synth.resources(synth.stacks.analytics, "AWS::Glue::Table").values()
+    }
+
+
+def test_entities_and_notes_tables_follow_the_schemas_with_projection(synth):
+    tables = _tables(synth)
+    assert set(tables) == {"entities", "notes"}
+    for name, schema in (("entities", ENTITY_SCHEMA), ("notes", NOTE_SCHEMA)):
+        props = tables[name]
+        assert props["DatabaseName"] == synth.stacks.data_prep.database_name
+        ti = props["TableInput"]
+        cols = [c["Name"] for c in ti["StorageDescriptor"]["Columns"]]
+        assert cols == [f.name for f in schema if f.name != "dt"]
+        assert [k["Name"] for k in ti["PartitionKeys"]] == ["dt"]
+        params = ti["Parameters"]
+        assert params["projection.enabled"] == "true"
+        assert params["projection.dt.type"] == "date"
+        assert params["projection.dt.format"] == "yyyy-MM-dd"
+        assert f"/inference/{name}/dt=${{dt}}/" in json.dumps(params["storage.location.template"])
+        assert "Parquet" in ti["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
+    # quarantine (and curated_notes) come from the data-prep stack in the same database
+    prep = synth.resources(synth.stacks.data_prep, "AWS::Glue::Table")
+    assert "quarantine" in {r["Properties"]["TableInput"]["Name"] for r in prep.values()}
+
+
+def test_workgroup_enforces_kms_results_and_a_scan_limit(synth):
+    (wg,) = synth.resources(synth.stacks.analytics, "AWS::Athena::WorkGroup").values()
+    cfg = wg["Properties"]["WorkGroupConfiguration"]
+    assert cfg["EnforceWorkGroupConfiguration"] is True
+    assert cfg["BytesScannedCutoffPerQuery"] >= 10 * 1024**3
+    assert cfg["PublishCloudWatchMetricsEnabled"] is True
+    result = cfg["ResultConfiguration"]
+    assert result["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+    assert result["EncryptionConfiguration"]["KmsKey"]  # the lake key (cross-stack import)
+    assert "AthenaResults" in str(result["OutputLocation"])
+
+
+def test_named_queries_are_the_core_sql_in_the_workgroup_and_database(synth):
+    queries = {
+        r["Properties"]["Name"]: r["Properties"]
+        for r in synth.resources(synth.stacks.analytics, "AWS::Athena::NamedQuery").values()
+    }
+    assert set(queries) == {q.name for q in QUERIES}
+    for q in QUERIES:
+        props = queries[q.name]
+        assert props["QueryString"] == q.sql
+        assert props["Database"] == synth.stacks.data_prep.database_name
+        assert props["WorkGroup"] == {"Ref": "WorkGroup"}
