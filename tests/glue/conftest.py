@@ -8,6 +8,7 @@ openjdk-17-jre-headless`` and the ``infra`` extra).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -17,6 +18,11 @@ from types import ModuleType
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# py4j logs "Closing down clientserver connection" from an atexit hook, after pytest has
+# closed the stream its log handler writes to; the message carries nothing worth keeping.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def _load_script(name: str) -> ModuleType:
