@@ -40,6 +40,7 @@ from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
 from stacks.packaging import REPO_ROOT
+from stacks.sagemaker_roles import container_statements
 from stacks.training import TrainingStack, build_layer_zip
 from step_functions.extraction import ExtractionFunctions, ExtractionPipeline, TransformSettings
 
@@ -148,51 +149,15 @@ class ExtractionStack(Stack):
                     ],
                     resources=[key.key_arn],
                 ),
-                iam.PolicyStatement(
-                    sid="PullServingImage",
-                    actions=[
-                        "ecr:BatchGetImage",
-                        "ecr:GetDownloadUrlForLayer",
-                        "ecr:BatchCheckLayerAvailability",
-                    ],
-                    resources=[training.image_repository_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="ServiceWideActions",
-                    actions=[
-                        "ecr:GetAuthorizationToken",
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
-                    resources=["*"],
-                ),
-                iam.PolicyStatement(
-                    sid="TransformMetrics",
-                    actions=["cloudwatch:PutMetricData"],
-                    resources=["*"],
-                    conditions={
-                        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TransformJobs"}
-                    },
-                ),
-                iam.PolicyStatement(
-                    sid="TransformLogs",
-                    actions=[
-                        "logs:CreateLogGroup",
-                        "logs:CreateLogStream",
-                        "logs:PutLogEvents",
-                        "logs:DescribeLogStreams",
-                    ],
-                    resources=[
+                *container_statements(
+                    image_repository_arn=training.image_repository_arn,
+                    log_resources=[
                         f"arn:{partition}:logs:{region}:{account}:log-group:"
                         "/aws/sagemaker/TransformJobs:*"
                     ],
+                    metric_namespace_condition={
+                        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TransformJobs"}
+                    },
                 ),
             ],
         )

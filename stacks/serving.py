@@ -32,6 +32,7 @@ from clinical_ner.deployment import VARIANT
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
+from stacks.sagemaker_roles import container_statements
 
 # Rollback alarm thresholds (documented in docs/training-pipeline.md).
 ERRORS_5XX_PER_MINUTE = 1  # any 5xx in two consecutive minutes
@@ -107,50 +108,12 @@ class ServingStack(Stack):
                     actions=["kms:Decrypt", "kms:DescribeKey"],
                     resources=[data_lake.key.key_arn],
                 ),
-                iam.PolicyStatement(
-                    sid="PullImage",
-                    actions=[
-                        "ecr:BatchGetImage",
-                        "ecr:GetDownloadUrlForLayer",
-                        "ecr:BatchCheckLayerAvailability",
-                    ],
-                    resources=[training.image_repository_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="EcrLogin",
-                    actions=["ecr:GetAuthorizationToken"],
-                    resources=["*"],
-                ),
-                iam.PolicyStatement(
-                    sid="EndpointLogs",
-                    actions=[
-                        "logs:CreateLogGroup",
-                        "logs:CreateLogStream",
-                        "logs:PutLogEvents",
-                        "logs:DescribeLogStreams",
-                    ],
-                    resources=[endpoint_logs, f"{endpoint_logs}:*"],
-                ),
-                iam.PolicyStatement(
-                    sid="EndpointMetrics",
-                    actions=["cloudwatch:PutMetricData"],
-                    resources=["*"],
-                    conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
-                ),
-                iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
-                    resources=["*"],
+                *container_statements(
+                    image_repository_arn=training.image_repository_arn,
+                    log_resources=[endpoint_logs, f"{endpoint_logs}:*"],
+                    metric_namespace_condition={
+                        "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}
+                    },
                 ),
             ],
         )

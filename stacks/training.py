@@ -45,6 +45,7 @@ from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.packaging import REPO_ROOT, package_files
+from stacks.sagemaker_roles import container_statements
 from stacks.serving import serving_names
 from step_functions.training import (
     APPROVAL_TRIGGER,
@@ -344,48 +345,12 @@ class TrainingStack(Stack):
                     resources=[lake_key.key_arn],
                     conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
                 ),
-                iam.PolicyStatement(
-                    sid="PullImage",
-                    actions=[
-                        "ecr:BatchGetImage",
-                        "ecr:GetDownloadUrlForLayer",
-                        "ecr:BatchCheckLayerAvailability",
-                    ],
-                    resources=[self.image_repository_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="EcrLoginMetricsAndVpc",
-                    actions=[
-                        "ecr:GetAuthorizationToken",
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
-                    resources=["*"],
-                ),
-                iam.PolicyStatement(
-                    sid="TrainingMetrics",
-                    actions=["cloudwatch:PutMetricData"],
-                    resources=["*"],
-                    conditions={
+                *container_statements(
+                    image_repository_arn=self.image_repository_arn,
+                    log_resources=[job_logs, f"{job_logs}:*"],
+                    metric_namespace_condition={
                         "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
                     },
-                ),
-                iam.PolicyStatement(
-                    sid="TrainingLogs",
-                    actions=[
-                        "logs:CreateLogGroup",
-                        "logs:CreateLogStream",
-                        "logs:PutLogEvents",
-                        "logs:DescribeLogStreams",
-                    ],
-                    resources=[job_logs, f"{job_logs}:*"],
                 ),
             ],
         )
