@@ -24,7 +24,6 @@ from typing import Any
 
 from aws_cdk import CfnParameter, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -40,6 +39,7 @@ from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
 from stacks.packaging import REPO_ROOT
+from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import container_statements
 from stacks.training import TrainingStack, build_layer_zip
 from step_functions.extraction import ExtractionFunctions, ExtractionPipeline, TransformSettings
@@ -400,26 +400,10 @@ class ExtractionStack(Stack):
         self._acknowledge_state_machine()
 
         # ---------------------------------------------- raw/notes/ -> extraction
-        events_role = iam.Role(
-            self,
-            "NotesRuleRole",
-            assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
-            description="EventBridge: start the extraction state machine on new notes",
-        )
-        iam.ManagedPolicy(
-            self,
-            "NotesRulePolicy",
-            roles=[events_role],
-            statements=[
-                iam.PolicyStatement(
-                    actions=["states:StartExecution"],
-                    resources=[self.state_machine.state_machine_arn],
-                )
-            ],
-        )
-        self.rule = events.Rule(
+        self.rule = start_execution_rule(
             self,
             "NewNotesRule",
+            state_machine=self.state_machine,
             description="Notes dropped under raw/notes/ start an extraction run",
             event_pattern=events.EventPattern(
                 source=["aws.s3"],
@@ -429,21 +413,13 @@ class ExtractionStack(Stack):
                     "object": {"key": [{"prefix": lake.raw_notes}]},
                 },
             ),
-        )
-        self.rule.add_target(
-            targets.SfnStateMachine(
-                self.state_machine,
-                role=events_role.without_policy_updates(),  # grant is in NotesRulePolicy
-                input=events.RuleTargetInput.from_object(
-                    {
-                        "trigger": "new_notes",
-                        "object_key": events.EventField.from_path("$.detail.object.key"),
-                        "event_time": events.EventField.time,
-                    }
-                ),
-                retry_attempts=8,
-                max_event_age=Duration.hours(24),
-            )
+            execution_input={
+                "trigger": "new_notes",
+                "object_key": events.EventField.from_path("$.detail.object.key"),
+                "event_time": events.EventField.time,
+            },
+            retry_attempts=8,
+            max_event_age=Duration.hours(24),
         )
 
     # ------------------------------------------------------------------ helpers

@@ -28,7 +28,6 @@ from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -45,6 +44,7 @@ from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.packaging import REPO_ROOT, package_files
+from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import container_statements
 from stacks.serving import serving_names
 from step_functions.training import (
@@ -511,26 +511,10 @@ class TrainingStack(Stack):
         # ----------------------------------------------- manual approval continuation
         self.approval_rule: events.Rule | None = None
         if config.approval_mode is ApprovalMode.MANUAL:
-            events_role = iam.Role(
-                self,
-                "ApprovalRuleRole",
-                assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
-                description="EventBridge: start the training state machine on an approval",
-            )
-            iam.ManagedPolicy(
-                self,
-                "ApprovalRulePolicy",
-                roles=[events_role],
-                statements=[
-                    iam.PolicyStatement(
-                        actions=["states:StartExecution"],
-                        resources=[self.state_machine.state_machine_arn],
-                    )
-                ],
-            )
-            self.approval_rule = events.Rule(
+            self.approval_rule = start_execution_rule(
                 self,
                 "ApprovalRule",
+                state_machine=self.state_machine,
                 description="A human approved a model package: continue with the deployment",
                 event_pattern=events.EventPattern(
                     source=["aws.sagemaker"],
@@ -540,24 +524,12 @@ class TrainingStack(Stack):
                         "ModelApprovalStatus": ["Approved"],
                     },
                 ),
-            )
-            self.approval_rule.add_target(
-                targets.SfnStateMachine(
-                    self.state_machine,
-                    input=events.RuleTargetInput.from_object(
-                        {
-                            "trigger": APPROVAL_TRIGGER,
-                            "model_package_arn": events.EventField.from_path(
-                                "$.detail.ModelPackageArn"
-                            ),
-                        }
-                    ),
-                    retry_attempts=4,
-                    max_event_age=Duration.hours(2),
-                    role=iam.Role.from_role_arn(
-                        self, "ApprovalRuleRoleRef", events_role.role_arn, mutable=False
-                    ),
-                )
+                execution_input={
+                    "trigger": APPROVAL_TRIGGER,
+                    "model_package_arn": events.EventField.from_path("$.detail.ModelPackageArn"),
+                },
+                retry_attempts=4,
+                max_event_age=Duration.hours(2),
             )
         self._acknowledge_state_machine()
 
