@@ -129,8 +129,9 @@ class TrainingPipeline(Construct):
                 {
                     "event": "pipeline_failed",
                     "execution": sfn.JsonPath.execution_id,
+                    # The error name only: a service's cause text (a Spark or container
+                    # message) could quote data; it stays in the access-controlled history.
                     "error": sfn.JsonPath.string_at("$.error.Error"),
-                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,

@@ -88,6 +88,16 @@ def test_every_task_has_retry_and_a_catch_that_notifies_and_fails(definitions, s
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_notifications_carry_no_cause_text(definitions, stage):
+    # A failed step's Cause can quote data (a Spark or container message): e-mails get the
+    # error name and the execution id only.
+    for name, state in _states(definitions[stage]).items():
+        if state["Type"] == "Task" and "sns:publish" in state["Resource"]:
+            message = json.dumps(state["Parameters"])
+            assert "Cause" not in message, name
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_chain_order(definitions, stage):
     s = _states(definitions[stage])
     assert definitions[stage]["StartAt"] == "RouteTrigger"
