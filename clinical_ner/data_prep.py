@@ -40,6 +40,7 @@ import pyarrow as pa
 from clinical_ner import __version__ as CORE_VERSION
 from clinical_ner.notes import (
     DEFAULT_MAX_CHARS,
+    AccountingError,
     Note,
     NoteReader,
     QuarantinedRecord,
@@ -402,10 +403,6 @@ def ledger_row(
 def as_tuple(row: Mapping[str, Any], schema: pa.Schema) -> tuple[Any, ...]:
     """A row dict in the column order of `schema` (what Spark's createDataFrame wants)."""
     return tuple(row[name] for name in schema.names)
-
-
-class AccountingError(RuntimeError):
-    """A run's counts do not add up: a bug, never a data problem; the run must fail."""
 
 
 @dataclass
