@@ -184,13 +184,13 @@ def run_extraction(
         run_id=run_id, model_version=model.version, dt=dt, inference_time=now
     )
     writers = {
-        name: _PartWriter(out, name, schema, run_id, dt, rows_per_file)
+        name: PartWriter(out, name, schema, run_id, dt, rows_per_file)
         for name, schema in TABLES.items()
     }
     for writer in writers.values():
         writer.remove_stale_tmp()
 
-    job = _Job(model, summary, writers, batch_size, now)
+    job = ExtractionJob(model, summary, writers, batch_size, now)
     reader = NoteReader(max_chars=max_chars, normalise=True)
     try:
         pending: list[Note] = []
@@ -248,14 +248,14 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _Job:
+class ExtractionJob:
     """Turns records into rows for one run and keeps the counts."""
 
     def __init__(
         self,
         model: Predictor,
         summary: ExtractionSummary,
-        writers: dict[str, _PartWriter],
+        writers: dict[str, PartWriter],
         batch_size: int,
         now: datetime,
     ) -> None:
@@ -374,7 +374,7 @@ class _Job:
             self.summary.entities_by_label[label] += n
 
 
-class _PartWriter:
+class PartWriter:
     """Buffers rows of one table and writes them as Parquet parts of one run (see module doc)."""
 
     def __init__(

@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 
 from clinical_ner.extraction import (
     DEFAULT_ROWS_PER_FILE,
+    ExtractionJob,
     ExtractionSummary,
     ModelContractError,
-    _Job,
-    _PartWriter,
+    PartWriter,
 )
 from clinical_ner.notes import Note, content_sha256
 from clinical_ner.schemas import PARTITION_COLUMN, TABLES
@@ -261,12 +261,12 @@ def publish_transform_output(
         run_id=run_id, model_version=model_version, dt=dt, inference_time=now
     )
     writers = {
-        name: _PartWriter(out, name, TABLES[name], run_id, dt, rows_per_file)
+        name: PartWriter(out, name, TABLES[name], run_id, dt, rows_per_file)
         for name in PUBLISHED_TABLES
     }
     for writer in writers.values():
         writer.remove_stale_tmp()
-    job = _Job(model, summary, writers, len(ordered), now)
+    job = ExtractionJob(model, summary, writers, len(ordered), now)
     try:
         job.process(ordered)
         for writer in writers.values():
