@@ -121,3 +121,49 @@ def acknowledgements(scope: IConstruct) -> list[AckRecord]:
                 data = entry.data
                 found.append(AckRecord(data["rule"], node.node.path, data["reason"]))
     return found
+
+
+def acknowledge_state_machine_policy(
+    stack: Stack,
+    state_machine: IConstruct,
+    functions: dict[str, IConstruct],
+    *,
+    integrations: str,
+    job_resource: str,
+    job_reason: str,
+) -> None:
+    """The findings on a state machine role's CDK-generated policy, with their reasons.
+
+    `functions` maps a name to each Lambda the definition invokes; `job_resource` is the
+    SageMaker job ARN pattern (e.g. ``training-job/*``) its ``.sync`` integration is granted.
+    """
+    policy = state_machine.role.node.find_child("DefaultPolicy")  # type: ignore[attr-defined]
+    acknowledge(
+        policy,
+        "HIPAA.Security-IAMNoInlinePolicy",
+        f"CDK generates this policy from the task integrations (each statement names the "
+        f"exact {integrations} the definition uses) and keeps it in step with the definition; "
+        "it is attached to this role only.",
+    )
+    for name, fn in functions.items():
+        arn_token = stack.resolve(fn.function_arn)["Fn::GetAtt"][0]  # type: ignore[attr-defined]
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::<{arn_token}.Arn>:*]",
+            f"Invoke permission on the versions and aliases of the {name} function "
+            "(function ARN plus ':*' qualifier), which the Lambda integration grants; "
+            "no other function.",
+        )
+    acknowledge(
+        policy,
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+        f"<AWS::AccountId>:{job_resource}]",
+        job_reason,
+    )
+    acknowledge(
+        policy,
+        "AwsSolutions-IAM5[Resource::*]",
+        "CloudWatch Logs delivery (vended logs of the state machine), X-Ray trace "
+        "publishing and sagemaker:ListTags used by the .sync integration support no "
+        "resource-level permissions.",
+    )

@@ -34,7 +34,7 @@ from clinical_ner.data_prep import VALIDATE_JOB
 from clinical_ner.monitoring import NAMESPACE
 from clinical_ner.publish import TRANSFORM_PREFIX
 from clinical_ner.stage_config import StageConfig
-from stacks.checks import acknowledge
+from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
@@ -397,7 +397,16 @@ class ExtractionStack(Stack):
         )
         monitoring.alerts_key.grant(self.state_machine, "kms:GenerateDataKey", "kms:Decrypt")
         key.grant(self.state_machine, "kms:CreateGrant", "kms:DescribeKey")
-        self._acknowledge_state_machine()
+        acknowledge_state_machine_policy(
+            self,
+            self.state_machine,
+            self.functions,
+            integrations="Lambda, Glue job, topic and keys",
+            job_resource="transform-job/*",
+            job_reason="Transform job names are generated per run (<prefix>-bt-<hash of run id>); "
+            "the .sync integration creates, describes and stops them, so the grant covers "
+            "transform jobs in this account and region only.",
+        )
 
         # ---------------------------------------------- raw/notes/ -> extraction
         self.rule = start_execution_rule(
@@ -535,39 +544,6 @@ class ExtractionStack(Stack):
             "queue only receives failed asynchronous invocations, which never happen here.",
         )
         return fn
-
-    def _acknowledge_state_machine(self) -> None:
-        role = self.state_machine.role.node.find_child("DefaultPolicy")
-        acknowledge(
-            role,
-            "HIPAA.Security-IAMNoInlinePolicy",
-            "CDK generates this policy from the task integrations (each statement names the "
-            "exact Lambda, Glue job, topic and keys the definition uses) and keeps it in step "
-            "with the definition; it is attached to this role only.",
-        )
-        for name, fn in self.functions.items():
-            arn_token = self.resolve(fn.function_arn)["Fn::GetAtt"][0]
-            acknowledge(
-                role,
-                f"AwsSolutions-IAM5[Resource::<{arn_token}.Arn>:*]",
-                f"Invoke permission on the versions and aliases of the {name} function "
-                "(function ARN plus ':*' qualifier), which the Lambda integration grants; "
-                "no other function.",
-            )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:transform-job/*]",
-            "Transform job names are generated per run (<prefix>-bt-<hash of run id>); the "
-            ".sync integration creates, describes and stops them, so the grant covers "
-            "transform jobs in this account and region only.",
-        )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "CloudWatch Logs delivery (vended logs of the state machine), X-Ray trace "
-            "publishing and sagemaker:ListTags used by the .sync integration support no "
-            "resource-level permissions.",
-        )
 
 
 def _retention(group: logs.LogGroup, days: int) -> None:
