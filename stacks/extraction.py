@@ -37,8 +37,8 @@ from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
+from stacks.lambda_functions import vpc_step_function
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
-from stacks.packaging import REPO_ROOT
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import container_statements
 from stacks.training import TrainingStack, build_layer_zip
@@ -459,69 +459,36 @@ class ExtractionStack(Stack):
             removal_policy=removal,
         )
         _retention(log_group, self.config.retention.log_group_days)
-        role = iam.Role(
+        fn, policy = vpc_step_function(
             self,
-            f"{title}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Lambda {fn_name} of the extraction pipeline",
-        )
-        policy = iam.ManagedPolicy(
-            self,
-            f"{title}Policy",
-            description=f"Least privilege of Lambda {fn_name}",
-            roles=[role],
-            statements=[
-                *statements,
-                iam.PolicyStatement(
-                    sid="WriteOwnLogs",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[log_group.log_group_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:AssignPrivateIpAddresses",
-                        "ec2:UnassignPrivateIpAddresses",
-                    ],
-                    resources=["*"],
-                ),
-            ],
-        )
-        fn = lambda_.Function(
-            self,
-            f"{title}Function",
+            title,
             function_name=fn_name,
-            runtime=LAMBDA_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
+            pipeline="extraction",
+            code_dir=code_dir,
             handler=handler,
-            code=lambda_.Code.from_asset(str(REPO_ROOT / "lambdas" / code_dir)),
+            runtime=LAMBDA_RUNTIME,
             layers=self.layers,
-            role=role,
             environment=environment,
+            statements=statements,
+            log_group=log_group,
+            vpc=training.vpc,
+            subnets=training.subnets,
+            security_group=training.security_group,
             memory_size=256 if key_name == "resolve_model" else 3008,
             # /tmp holds one run's curated Parquet and the files being published
             ephemeral_storage_size=Size.gibibytes(0.5 if key_name == "resolve_model" else 4),
             timeout=Duration.minutes(2 if key_name == "resolve_model" else 15),
-            reserved_concurrent_executions=LAMBDA_CONCURRENCY,
-            vpc=training.vpc,
-            vpc_subnets=training.subnets,
-            security_groups=[training.security_group],
-            log_group=log_group,
+            reserved_concurrency=LAMBDA_CONCURRENCY,
             description=f"Extraction pipeline step {key_name} (thin handler over clinical_ner)",
-        )
-        fn.node.add_dependency(policy)
-        self.function_policies[key_name] = policy
-        acknowledge(
-            policy,
-            "AwsSolutions-IAM5[Resource::*]",
-            "A Lambda function in a VPC manages its network interfaces through EC2 actions "
-            "that support no resource-level permissions; cloudwatch:PutMetricData is limited "
-            "by the cloudwatch:namespace condition, sagemaker:ListModelPackages has no "
+            star_reason="A Lambda function in a VPC manages its network interfaces through EC2 "
+            "actions that support no resource-level permissions; cloudwatch:PutMetricData is "
+            "limited by the cloudwatch:namespace condition, sagemaker:ListModelPackages has no "
             "resource type.",
+            runtime_reason="The runtime is pinned to Python 3.12, the newest version the core "
+            "package declares and is tested on, and the version the AWS SDK for pandas layer "
+            "is built for.",
         )
+        self.function_policies[key_name] = policy
         for p in lake_prefixes:
             acknowledge(
                 policy,
@@ -530,19 +497,6 @@ class ExtractionStack(Stack):
                 f"(partition dates, run ids, part files) under {p}; the wildcard covers "
                 "exactly that lake prefix.",
             )
-        acknowledge(
-            fn,
-            "AwsSolutions-L1",
-            "The runtime is pinned to Python 3.12, the newest version the core package declares "
-            "and is tested on, and the version the AWS SDK for pandas layer is built for.",
-        )
-        acknowledge(
-            fn,
-            "HIPAA.Security-LambdaDLQ",
-            "Step Functions invokes this function synchronously (RequestResponse); a failure "
-            "returns to the state machine, which retries and then notifies SNS. A dead-letter "
-            "queue only receives failed asynchronous invocations, which never happen here.",
-        )
         return fn
 
 

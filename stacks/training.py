@@ -43,6 +43,7 @@ from clinical_ner.stage_config import ApprovalMode, StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
+from stacks.lambda_functions import vpc_step_function
 from stacks.packaging import REPO_ROOT, package_files
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import container_statements
@@ -567,66 +568,34 @@ class TrainingStack(Stack):
         title = "".join(p.title() for p in name.split("_"))
         fn_name = f"{prefix}-{name.replace('_', '-')}"
         log_group = self._log_group(f"{title}Logs", f"/aws/lambda/{fn_name}", removal)
-        role = iam.Role(
+        fn, policy = vpc_step_function(
             self,
-            f"{title}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Lambda {fn_name} of the training pipeline",
-        )
-        policy = iam.ManagedPolicy(
-            self,
-            f"{title}Policy",
-            description=f"Least privilege of Lambda {fn_name}",
-            roles=[role],
-            statements=[
-                *statements,
-                iam.PolicyStatement(
-                    sid="WriteOwnLogs",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[f"{log_group.log_group_arn}"],
-                ),
-                iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:AssignPrivateIpAddresses",
-                        "ec2:UnassignPrivateIpAddresses",
-                    ],
-                    resources=["*"],
-                ),
-            ],
-        )
-        fn = lambda_.Function(
-            self,
-            f"{title}Function",
+            title,
             function_name=fn_name,
-            runtime=LAMBDA_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
+            pipeline="training",
+            code_dir=name,
             handler="handler.handler",
-            code=lambda_.Code.from_asset(str(REPO_ROOT / "lambdas" / name)),
+            runtime=LAMBDA_RUNTIME,
             layers=[layer],
-            role=role,
             environment=environment,
+            statements=statements,
+            log_group=log_group,
+            vpc=self.vpc,
+            subnets=self.subnets,
+            security_group=self.security_group,
             memory_size=512 if name == "register_model" else 256,
             timeout=Duration.minutes(3),
-            reserved_concurrent_executions=LAMBDA_CONCURRENCY,
-            vpc=self.vpc,
-            vpc_subnets=self.subnets,
-            security_groups=[self.security_group],
-            log_group=log_group,
+            reserved_concurrency=LAMBDA_CONCURRENCY,
             description=f"Training pipeline step {name} (thin handler over clinical_ner)",
+            star_reason="A Lambda function in a VPC manages its network interfaces through EC2 "
+            "actions that support no resource-level permissions (AWS documents Resource * for "
+            "them); the same holds for sagemaker:ListModelPackages where the function lists "
+            "the group.",
+            runtime_reason="The runtime is pinned to Python 3.12, the newest version the core "
+            "package declares and is tested on (pyproject requires-python >=3.11,<3.13); the "
+            "layer ships that code, so the runtime moves together with that pin.",
         )
-        fn.node.add_dependency(policy)  # ENI permissions must exist before the VPC function
         self.function_policies[name] = policy
-        acknowledge(
-            policy,
-            "AwsSolutions-IAM5[Resource::*]",
-            "A Lambda function in a VPC manages its network interfaces through EC2 actions "
-            "that support no resource-level permissions (AWS documents Resource * for them); "
-            "the same holds for sagemaker:ListModelPackages where the function lists the group.",
-        )
         self._ack_lake_prefixes(
             policy,
             data_lake,
@@ -642,20 +611,6 @@ class TrainingStack(Stack):
                 "Model package versions are numbered by SageMaker at registration; the wildcard "
                 "covers the versions of this stage's one model package group.",
             )
-        acknowledge(
-            fn,
-            "AwsSolutions-L1",
-            "The runtime is pinned to Python 3.12, the newest version the core package declares "
-            "and is tested on (pyproject requires-python >=3.11,<3.13); the layer ships that "
-            "code, so the runtime moves together with that pin.",
-        )
-        acknowledge(
-            fn,
-            "HIPAA.Security-LambdaDLQ",
-            "Step Functions invokes this function synchronously (RequestResponse); a failure "
-            "returns to the state machine, which retries and then notifies SNS. A dead-letter "
-            "queue only receives failed asynchronous invocations, which never happen here.",
-        )
         return fn
 
     def _ack_lake_prefixes(
