@@ -7,8 +7,10 @@ Used by the Lambdas ``resolve_dataset``, ``register_model``, ``gate_model`` and
   URIs of its train/dev/test channels (``latest`` = ``curated/training/_latest.json``).
 - `register_candidate`: read ``metrics.json`` out of the training job's ``model.tar.gz``
   (streamed, never fully buffered), store it next to the tarball as the package's
-  model-quality statistics, and create a model package (PendingManualApproval) whose inference
-  specification is the job's image + model data.
+  model-quality statistics, log the run to the MLflow tracking server (the training job is
+  network-isolated, so it cannot; `clinical_ner.tracking`), and create a model package
+  (PendingManualApproval) whose inference specification is the job's image + model data and
+  whose metadata names the MLflow run.
 - `gate_candidate`: the candidate's metrics vs the newest Approved package's, through
   `clinical_ner.gating.decide`.
 - `record_decision`: Approved / Rejected / left pending, with the gate summary as the approval
@@ -24,7 +26,7 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any
 
-from clinical_ner import gating
+from clinical_ner import gating, tracking
 from clinical_ner.aws_runtime import PipelineStepError
 from clinical_ner.stage_config import LAKE, GateThresholds
 
@@ -159,11 +161,15 @@ def register_candidate(
     dataset_version: str,
     trigger: str,
     execution_id: str = "",
+    tracking_uri: str = "",
+    experiment: str = "",
 ) -> dict[str, Any]:
     """Create the candidate's model package (PendingManualApproval) with its metrics attached.
 
     Idempotent per training job: a retried step finds the package it created before (same
-    ``training_job`` metadata) instead of registering a second version.
+    ``training_job`` metadata) and the MLflow run it logged before (same job tag) instead of
+    registering or logging a second one. Tracking failures are reported in the output and the
+    package metadata (``mlflow_status``), never raised: they must not block a model.
     """
     metrics = metrics_from_model_tarball(s3, model_data_url)
     metrics_uri = metrics_uri_for(model_data_url)
@@ -174,6 +180,19 @@ def register_candidate(
         Body=json.dumps(metrics, indent=2, sort_keys=True).encode(),
         ContentType="application/json",
     )
+    execution = execution_id.rsplit(":", 1)[-1] if execution_id else ""
+    record = tracking.run_record(
+        metrics,
+        job_name=job_name,
+        artifact_uri=model_data_url,
+        extra_tags={
+            "dataset_version": dataset_version,
+            "trigger": trigger,
+            "metrics_uri": metrics_uri,
+            "pipeline_execution": execution,
+        },
+    )
+    tracked = tracking.log_record(record, tracking_uri=tracking_uri, experiment=experiment)
     existing = _find_package_for_job(sm, group_name, job_name)
     summary = _summary(metrics)
     if existing is not None:
@@ -203,18 +222,23 @@ def register_candidate(
                     "dataset_version": dataset_version,
                     "trigger": trigger,
                     "model_version": metrics.get("model_version"),
-                    "execution": execution_id.rsplit(":", 1)[-1] if execution_id else "",
+                    "execution": execution,
+                    "mlflow_status": tracked["status"],
+                    "mlflow_run_id": tracked.get("run_id"),
+                    "mlflow_experiment": tracked.get("experiment"),
                     **summary,
                 }
             ),
             ClientToken=hashlib.sha256(job_name.encode()).hexdigest()[:32],
         )
         arn = response["ModelPackageArn"]
+    tracked = tracking.tag_run(tracked, tracking.PACKAGE_TAG, arn, tracking_uri=tracking_uri)
     return {
         "model_package_arn": arn,
         "metrics_uri": metrics_uri,
         "model_version": str(metrics.get("model_version", "")),
         "metrics": summary,
+        "tracking": tracked,
     }
 
 

@@ -50,6 +50,7 @@ class LakeLayout:
     inference_entities: str = "inference/entities/"
     inference_notes: str = "inference/notes/"
     monitoring: str = "monitoring/"
+    experiments: str = "mlflow/"  # the MLflow tracking server's artifact store
     # Job state and run reports (not data): the validate job's processed-object ledger and
     # one JSON summary per run.
     job_state: str = "_state/"
@@ -141,6 +142,7 @@ class StageConfig:
     serverless: ServerlessEndpoint
     glue: GlueSettings
     lake: LakeLayout = field(default_factory=LakeLayout)
+    tracking_server_size: str = "Small"  # SageMaker managed MLflow: Small / Medium / Large
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -166,11 +168,13 @@ class StageConfig:
             serverless=ServerlessEndpoint(**raw["serverless"]),
             glue=GlueSettings(**raw["glue"]),
             lake=LakeLayout(**raw["lake"]),
+            tracking_server_size=raw.get("tracking_server_size", "Small"),
         )
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _GLUE_WORKERS = {"G.1X", "G.2X", "G.4X", "G.8X"}
+_TRACKING_SERVER_SIZES = {"Small", "Medium", "Large"}
 
 
 def _validate(cfg: StageConfig) -> None:
@@ -213,6 +217,8 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("glue.max_retries must be in 0..10")
     if gl.max_concurrent_runs < 1:
         errors.append("glue.max_concurrent_runs must be >= 1")
+    if cfg.tracking_server_size not in _TRACKING_SERVER_SIZES:
+        errors.append(f"tracking_server_size must be one of {sorted(_TRACKING_SERVER_SIZES)}")
     r = cfg.retention
     for name in (
         "raw_noncurrent_days",

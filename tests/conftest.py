@@ -20,3 +20,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must have every dependency: {reason}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``mlflow server`` on 127.0.0.1 (the managed tracking server's local stand-in)."""
+    from clinical_ner.local.mlflow_server import LocalMlflowServer, mlflow_installed
+
+    if not mlflow_installed():
+        pytest.skip("mlflow (with its server) is not installed: pip install -e .[dev]")
+    server = LocalMlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()

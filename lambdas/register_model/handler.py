@@ -1,7 +1,8 @@
 """Register the trained model as a package (PendingManualApproval) with its metrics attached.
 
 Event: ``{"training": {"job_name", "model_data_url", "image"}, "dataset": {"dataset_version"},
-"trigger", "execution_id"}``. Environment: ``MODEL_PACKAGE_GROUP``.
+"trigger", "execution_id"}``. Environment: ``MODEL_PACKAGE_GROUP``; ``MLFLOW_TRACKING_URI`` (the
+managed MLflow tracking server's ARN) and ``MLFLOW_EXPERIMENT_NAME`` for experiment tracking.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             dataset_version=str(require(event, "dataset", "dataset_version")),
             trigger=str(event.get("trigger") or "manual"),
             execution_id=str(event.get("execution_id") or ""),
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+            experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME", ""),
         ),
         training_job=job_name,
     )

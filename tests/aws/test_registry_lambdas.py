@@ -163,6 +163,68 @@ def test_register_gate_approve_then_regressing_candidate_is_rejected(env):
     assert d3["ApprovalDescription"].startswith("Passed the gate; awaiting manual approval")
 
 
+def test_register_logs_the_run_to_the_tracking_server_once_per_job(env, mlflow_server, monkeypatch):
+    """The network-isolated job cannot reach MLflow: the register step logs its run."""
+    from mlflow.tracking import MlflowClient
+
+    from clinical_ner.tracking import JOB_TAG, PACKAGE_TAG, SAGEMAKER_ENDPOINT_ENV
+
+    s3, sm, _ = env
+    server_arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/clinical-ner-dev"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server_arn)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "clinical-ner-dev-registry-test")
+    monkeypatch.setenv(SAGEMAKER_ENDPOINT_ENV, mlflow_server.url)
+    m = {
+        **metrics(0.70, 0.72, 0.66),
+        "summary": {"dev_f1": 0.70, "test_f1": 0.70},
+        "hyperparameters": {"seed": 0},
+    }
+    out = register(s3, "job-tracked", m)
+    tracked = out["tracking"]
+    assert tracked["status"] == "logged" and tracked["new_run"] is True, tracked
+    run = MlflowClient(tracking_uri=mlflow_server.url).get_run(tracked["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics == {"dev_f1": 0.70, "test_f1": 0.70}
+    assert run.data.params == {"seed": "0"}
+    assert run.data.tags[JOB_TAG] == "job-tracked"
+    assert run.data.tags[PACKAGE_TAG] == out["model_package_arn"]
+    assert run.data.tags["dataset_version"] == "ds-0123456789abcdef"
+    assert run.data.tags["trigger"] == "new_annotations"
+    assert (
+        run.data.tags["model_artifact_uri"]
+        == f"s3://{BUCKET}/models/job-tracked/output/model.tar.gz"
+    )
+    assert run.data.tags["metrics_uri"] == out["metrics_uri"]
+    meta = sm.describe_model_package(ModelPackageName=out["model_package_arn"])[
+        "CustomerMetadataProperties"
+    ]
+    assert meta["mlflow_run_id"] == tracked["run_id"]
+    assert meta["mlflow_status"] == "logged"
+    assert meta["mlflow_experiment"] == "clinical-ner-dev-registry-test"
+
+    again = register(s3, "job-tracked", m)  # a retried step
+    assert again["model_package_arn"] == out["model_package_arn"]
+    assert again["tracking"]["run_id"] == tracked["run_id"]
+    assert again["tracking"]["new_run"] is False
+
+
+def test_register_succeeds_when_the_tracking_server_is_down(env, monkeypatch):
+    from clinical_ner.tracking import SAGEMAKER_ENDPOINT_ENV
+
+    s3, sm, _ = env
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI",
+        "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/clinical-ner-dev",
+    )
+    monkeypatch.setenv(SAGEMAKER_ENDPOINT_ENV, "http://127.0.0.1:9")
+    out = register(s3, "job-untracked", metrics(0.70, 0.72, 0.66))
+    assert out["tracking"]["status"] == "failed"
+    meta = sm.describe_model_package(ModelPackageName=out["model_package_arn"])[
+        "CustomerMetadataProperties"
+    ]
+    assert meta["mlflow_status"] == "failed" and "mlflow_run_id" not in meta
+
+
 def test_register_fails_clearly_without_metrics(env):
     s3, _, _ = env
     buf = io.BytesIO()
