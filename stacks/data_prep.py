@@ -30,6 +30,7 @@ from clinical_ner.schemas import QUARANTINE_SCHEMA
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
+from stacks.iam_roles import service_role
 from stacks.packaging import REPO_ROOT, build_core_zip
 
 GLUE_VERSION = "5.0"  # Spark 3.5.4, Python 3.11, Java 17
@@ -261,12 +262,6 @@ class DataPrepStack(Stack):
         assert isinstance(cfn_log_group, logs.CfnLogGroup)
         cfn_log_group.retention_in_days = cfg.retention.log_group_days
 
-        role = iam.Role(
-            self,
-            f"{title}Role",
-            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
-            description=f"Glue job {job_name}: only the lake prefixes it reads and writes",
-        )
         objects = data_lake.lake_object_arn
         statements = [
             iam.PolicyStatement(
@@ -329,12 +324,13 @@ class DataPrepStack(Stack):
                 conditions={"StringEquals": {"cloudwatch:namespace": "Glue"}},
             ),
         ]
-        policy = iam.ManagedPolicy(
+        role, policy = service_role(
             self,
-            f"{title}Policy",
-            description=f"Least-privilege access of Glue job {job_name}",
+            title,
+            service="glue.amazonaws.com",
+            role_description=f"Glue job {job_name}: only the lake prefixes it reads and writes",
+            policy_description=f"Least-privilege access of Glue job {job_name}",
             statements=statements,
-            roles=[role],
         )
         self._acknowledge_policy(policy, spec, data_lake)
 

@@ -37,6 +37,7 @@ from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
+from stacks.iam_roles import service_role
 from stacks.lambda_functions import vpc_step_function
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
 from stacks.rules import start_execution_rule
@@ -110,17 +111,12 @@ class ExtractionStack(Stack):
         ]
 
         # ------------------------------------------------- transform model role
-        self.transform_role = iam.Role(
+        self.transform_role, transform_policy = service_role(
             self,
-            "TransformModelRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="SageMaker Models used by extraction Batch Transform jobs",
-        )
-        transform_policy = iam.ManagedPolicy(
-            self,
-            "TransformModelPolicy",
-            roles=[self.transform_role],
-            description="Batch Transform model: model artifacts, transform I/O, image, logs",
+            "TransformModel",
+            service="sagemaker.amazonaws.com",
+            role_description="SageMaker Models used by extraction Batch Transform jobs",
+            policy_description="Batch Transform model: model artifacts, transform I/O, image, logs",
             statements=[
                 iam.PolicyStatement(
                     sid="ReadModelArtifacts",

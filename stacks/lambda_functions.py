@@ -17,6 +17,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.checks import acknowledge
+from stacks.iam_roles import service_role
 from stacks.packaging import REPO_ROOT
 
 LAMBDA_ENI_ACTIONS = (
@@ -53,17 +54,12 @@ def vpc_step_function(
     ephemeral_storage_size: Size | None = None,
 ) -> tuple[lambda_.Function, iam.ManagedPolicy]:
     """`{title}Role`, `{title}Policy` and `{title}Function` in `scope`; returns function, policy."""
-    role = iam.Role(
+    role, policy = service_role(
         scope,
-        f"{title}Role",
-        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-        description=f"Lambda {function_name} of the {pipeline} pipeline",
-    )
-    policy = iam.ManagedPolicy(
-        scope,
-        f"{title}Policy",
-        description=f"Least privilege of Lambda {function_name}",
-        roles=[role],
+        title,
+        service="lambda.amazonaws.com",
+        role_description=f"Lambda {function_name} of the {pipeline} pipeline",
+        policy_description=f"Least privilege of Lambda {function_name}",
         statements=[
             *statements,
             iam.PolicyStatement(

@@ -40,6 +40,7 @@ from clinical_ner import monitoring as mon
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
+from stacks.iam_roles import service_role
 from stacks.packaging import REPO_ROOT
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -232,17 +233,14 @@ class MonitoringStack(Stack):
         cfn_log = log_group.node.default_child
         assert isinstance(cfn_log, logs.CfnLogGroup)
         cfn_log.retention_in_days = self.config.retention.log_group_days
-        role = iam.Role(
+        role, policy = service_role(
             self,
-            "RetrainingRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Lambda {fn_name}: start and list executions of the training pipeline",
-        )
-        policy = iam.ManagedPolicy(
-            self,
-            "RetrainingPolicy",
-            description=f"Least privilege of Lambda {fn_name}",
-            roles=[role],
+            "Retraining",
+            service="lambda.amazonaws.com",
+            role_description=(
+                f"Lambda {fn_name}: start and list executions of the training pipeline"
+            ),
+            policy_description=f"Least privilege of Lambda {fn_name}",
             statements=[
                 iam.PolicyStatement(
                     sid="StartAndListTraining",

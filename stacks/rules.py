@@ -9,6 +9,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.iam_roles import service_role
+
 
 def start_execution_rule(
     scope: Construct,
@@ -26,16 +28,11 @@ def start_execution_rule(
     The role's only permission sits in a managed policy (cdk-nag's HIPAA pack rejects inline
     policies), so the target gets the role without policy updates.
     """
-    role = iam.Role(
+    role, _ = service_role(
         scope,
-        f"{cid}Role",
-        assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
-        description=f"EventBridge: {description}",
-    )
-    iam.ManagedPolicy(
-        scope,
-        f"{cid}Policy",
-        roles=[role],
+        cid,
+        service="events.amazonaws.com",
+        role_description=f"EventBridge: {description}",
         statements=[
             iam.PolicyStatement(
                 actions=["states:StartExecution"], resources=[state_machine.state_machine_arn]

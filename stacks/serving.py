@@ -32,6 +32,7 @@ from clinical_ner.deployment import VARIANT
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
+from stacks.iam_roles import service_role
 from stacks.sagemaker_roles import container_statements
 
 # Rollback alarm thresholds (documented in docs/training-pipeline.md).
@@ -81,22 +82,17 @@ class ServingStack(Stack):
         partition, region, account = self.partition, self.region, self.account
 
         # ----------------------------------------------------------- model role
-        self.model_role = iam.Role(
-            self,
-            "ModelRole",
-            role_name=names.model_role,
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="SageMaker endpoint models of the clinical NER pipeline",
-        )
         endpoint_logs = (
             f"arn:{partition}:logs:{region}:{account}"
             f":log-group:/aws/sagemaker/Endpoints/{names.endpoint}"
         )
-        model_policy = iam.ManagedPolicy(
+        self.model_role, model_policy = service_role(
             self,
-            "ModelPolicy",
-            description="What the endpoint container may do: image, model artifacts, logs",
-            roles=[self.model_role],
+            "Model",
+            role_name=names.model_role,
+            service="sagemaker.amazonaws.com",
+            role_description="SageMaker endpoint models of the clinical NER pipeline",
+            policy_description="What the endpoint container may do: image, model artifacts, logs",
             statements=[
                 iam.PolicyStatement(
                     sid="ReadModelArtifacts",

@@ -3,8 +3,13 @@
 - ``PipelineKey`` (KMS): the SNS topic, the Lambda and state-machine log groups.
 - ``Notifications`` topic (KMS, TLS-only) with the stage's alarm e-mail subscribed.
 - ``Vpc``: two private isolated subnets (no internet route), an S3 gateway endpoint and
-  interface endpoints for the SageMaker API, CloudWatch and Application Auto Scaling, flow
-  logs. The training job (network isolation on) and the Lambdas run here.
+  interface endpoints for the SageMaker API, SageMaker MLflow (experiments), CloudWatch and
+  Application Auto Scaling, flow logs. The training job (network isolation on) and the Lambdas
+  run here.
+- ``MlflowTrackingServer``: the SageMaker managed MLflow tracking server ``<prefix>-mlflow``
+  (artifact store ``s3://<lake>/mlflow/``, size from the stage config). The training job is
+  network-isolated, so the register Lambda logs each training run to it from the job's
+  metrics.json (experiment ``<prefix>``).
 - ``SageMakerImage``: the container (``sagemaker_src/Dockerfile``, repository root as context,
   filtered by ``sagemaker_src/Dockerfile.dockerignore``) as a CDK image asset: staged at synth,
   built and pushed by ``cdk deploy``; used by training jobs and, through the model package's
@@ -43,6 +48,7 @@ from clinical_ner.stage_config import ApprovalMode, StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
+from stacks.iam_roles import service_role
 from stacks.lambda_functions import vpc_step_function
 from stacks.packaging import REPO_ROOT, package_files
 from stacks.rules import start_execution_rule
@@ -60,6 +66,16 @@ LAMBDA_CONCURRENCY = 5  # the pipeline runs one execution at a time; 5 leaves ro
 TRAINING_INSTANCE = "ml.m5.xlarge"
 BAKE_TIME = Duration.minutes(10)
 STATE_MACHINE_TIMEOUT = Duration.hours(12)
+# What the register step does on the tracking server (sagemaker-mlflow IAM actions).
+MLFLOW_ACTIONS = (
+    "GetExperimentByName",
+    "CreateExperiment",
+    "SearchRuns",
+    "CreateRun",
+    "LogBatch",
+    "UpdateRun",
+    "SetTag",
+)
 FUNCTIONS = ("resolve_dataset", "register_model", "gate_model", "approve_or_reject", "deploy_model")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Lake object prefixes each function's policy grants (acknowledged per prefix).
@@ -190,16 +206,11 @@ class TrainingStack(Stack):
             },
             restrict_default_security_group=False,
         )
-        flow_log_role = iam.Role(
+        flow_log_role, flow_log_policy = service_role(
             self,
-            "FlowLogRole",
-            assumed_by=iam.ServicePrincipal("vpc-flow-logs.amazonaws.com"),
-            description="VPC flow logs delivery to the KMS-encrypted log group",
-        )
-        flow_log_policy = iam.ManagedPolicy(
-            self,
-            "FlowLogPolicy",
-            roles=[flow_log_role],
+            "FlowLog",
+            service="vpc-flow-logs.amazonaws.com",
+            role_description="VPC flow logs delivery to the KMS-encrypted log group",
             statements=[
                 iam.PolicyStatement(
                     actions=[
@@ -258,6 +269,7 @@ class TrainingStack(Stack):
         )
         for cid, service in (
             ("SageMakerApiEndpoint", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API),
+            ("MlflowEndpoint", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_EXPERIMENTS),
             ("CloudWatchEndpoint", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING),
             ("AutoScalingEndpoint", ec2.InterfaceVpcEndpointAwsService.APPLICATION_AUTOSCALING),
         ):
@@ -297,18 +309,13 @@ class TrainingStack(Stack):
         packages_arn = f"{sm_arn}:model-package/{self.model_package_group_name}/*"
 
         # ------------------------------------------------------------ training role
-        self.training_role = iam.Role(
-            self,
-            "TrainingJobRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="SageMaker training jobs: read datasets, write models/, in the VPC",
-        )
         job_logs = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/TrainingJobs"
-        training_policy = iam.ManagedPolicy(
+        self.training_role, training_policy = service_role(
             self,
-            "TrainingJobPolicy",
-            description="Least privilege of the training job",
-            roles=[self.training_role],
+            "TrainingJob",
+            service="sagemaker.amazonaws.com",
+            role_description="SageMaker training jobs: read datasets, write models/, in the VPC",
+            policy_description="Least privilege of the training job",
             statements=[
                 iam.PolicyStatement(
                     sid="ListDatasetsAndModels",
@@ -376,6 +383,10 @@ class TrainingStack(Stack):
             "service-owned /aws/sagemaker/TrainingJobs log group; only that group's streams.",
         )
 
+        # ------------------------------------------------------- experiment tracking
+        tracking_server_arn = self._tracking_server(config, data_lake, removal)
+        self.experiment_name = prefix
+
         # ----------------------------------------------------------------- Lambdas
         layer = lambda_.LayerVersion(
             self,
@@ -387,7 +398,11 @@ class TrainingStack(Stack):
         common_env = {"MODEL_PACKAGE_GROUP": self.model_package_group_name, "LOG_LEVEL": "INFO"}
         env = {
             "resolve_dataset": {"LAKE_BUCKET": bucket.bucket_name},
-            "register_model": dict(common_env),
+            "register_model": {
+                **common_env,
+                "MLFLOW_TRACKING_URI": tracking_server_arn,
+                "MLFLOW_EXPERIMENT_NAME": self.experiment_name,
+            },
             "gate_model": {**common_env, "STAGE_CONFIG": config.to_json()},
             "approve_or_reject": {},
             "deploy_model": {
@@ -438,6 +453,11 @@ class TrainingStack(Stack):
                 ),
                 _read_registry(group_arn, packages_arn),
                 _list_registry(),
+                iam.PolicyStatement(
+                    sid="LogTrainingRuns",
+                    actions=[f"sagemaker-mlflow:{a}" for a in MLFLOW_ACTIONS],
+                    resources=[tracking_server_arn],
+                ),
             ],
             "gate_model": [
                 iam.PolicyStatement(
@@ -544,6 +564,61 @@ class TrainingStack(Stack):
         )
 
     # ---------------------------------------------------------------- helpers
+
+    def _tracking_server(
+        self, config: StageConfig, data_lake: DataLakeStack, removal: RemovalPolicy
+    ) -> str:
+        """The managed MLflow tracking server and its role; returns the server's ARN."""
+        lake = config.lake
+        role, policy = service_role(
+            self,
+            "MlflowTrackingServer",
+            service="sagemaker.amazonaws.com",
+            role_description="SageMaker managed MLflow: artifact store under the lake's mlflow/",
+            policy_description="Least privilege of the MLflow tracking server: lake mlflow/ prefix",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ListArtifacts",
+                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    resources=[data_lake.lake_arn_ref()],
+                    conditions={"StringLike": {"s3:prefix": [f"{lake.experiments}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadWriteArtifacts",
+                    actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                    resources=[data_lake.lake_object_arn(lake.experiments)],
+                ),
+                iam.PolicyStatement(
+                    sid="UseLakeKey",
+                    actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                    resources=[data_lake.key.key_arn],
+                ),
+            ],
+        )
+        self._ack_lake_prefixes(
+            policy,
+            data_lake,
+            [lake.experiments],
+            "The tracking server names artifact keys per experiment and run "
+            "(mlflow/<experiment id>/<run id>/...) at run time; the wildcard covers exactly "
+            "its artifact-store prefix.",
+        )
+        server = sagemaker.CfnMlflowTrackingServer(
+            self,
+            "MlflowTrackingServer",
+            tracking_server_name=f"{config.resource_prefix}-mlflow",
+            artifact_store_uri=f"s3://{data_lake.lake.bucket_name}/{lake.experiments}",
+            role_arn=role.role_arn,
+            tracking_server_size=config.tracking_server_size,
+            # The pipeline registers models itself (with the gate); MLflow must not add a
+            # second, ungated path into the model registry.
+            automatic_model_registration=False,
+            weekly_maintenance_window_start="Sun:03:00",
+        )
+        server.node.add_dependency(policy)
+        server.apply_removal_policy(removal)
+        self.tracking_server = server
+        return server.attr_tracking_server_arn
 
     def _log_group(self, cid: str, name: str, removal: RemovalPolicy) -> logs.LogGroup:
         group = logs.LogGroup(

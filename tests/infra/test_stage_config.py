@@ -67,6 +67,15 @@ def test_invalid_values_are_rejected(section, field, value, message):
 def test_json_round_trip_for_lambdas():
     cfg = load_stage_config("prod", {"alarm_email": "a@b.org"})
     assert type(cfg).from_json(cfg.to_json()) == cfg
+    large = dataclasses.replace(cfg, tracking_server_size="Large")
+    assert type(cfg).from_json(large.to_json()).tracking_server_size == "Large"
+
+
+def test_tracking_server_size_is_one_sagemaker_offers():
+    cfg = load_stage_config("dev")
+    assert cfg.tracking_server_size == "Small"
+    with pytest.raises(ValueError, match="tracking_server_size must be one of"):
+        dataclasses.replace(cfg, tracking_server_size="XLarge")
 
 
 def test_lake_layout_matches_the_architecture():

@@ -248,9 +248,58 @@ def test_vpc_is_isolated_with_endpoints_and_flow_logs(synth):
     assert synth.resources(t, "AWS::EC2::InternetGateway") == {}
     endpoints = synth.resources(t, "AWS::EC2::VPCEndpoint").values()
     names = json.dumps([e["Properties"]["ServiceName"] for e in endpoints])
-    for service in ("s3", "sagemaker.api", "monitoring", "application-autoscaling"):
+    for service in ("s3", "sagemaker.api", "experiments", "monitoring", "application-autoscaling"):
         assert service in names
     assert len(synth.resources(t, "AWS::EC2::FlowLog")) == 1
+
+
+def test_managed_mlflow_tracking_server_and_the_register_step_logging_to_it(synth):
+    t = synth.stacks.training
+    (lid, server), *rest = synth.resources(t, "AWS::SageMaker::MlflowTrackingServer").items()
+    assert not rest
+    p = server["Properties"]
+    cfg = synth.stacks.config
+    assert p["TrackingServerName"] == f"{cfg.resource_prefix}-mlflow"
+    assert p["TrackingServerSize"] == cfg.tracking_server_size
+    assert p["AutomaticModelRegistration"] is False  # only the gated pipeline registers models
+    store = json.dumps(p["ArtifactStoreUri"])
+    assert "s3://" in store and f"/{cfg.lake.experiments}" in store
+    role_id = p["RoleArn"]["Fn::GetAtt"][0]
+    role = synth.resources(t, "AWS::IAM::Role")[role_id]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "sagemaker.amazonaws.com"
+    }
+    server_statements = _statements(synth, t, "MlflowTrackingServerPolicy")
+    object_grants = [s for s in server_statements if "s3:PutObject" in s["Action"]]
+    assert len(object_grants) == 1 and f"/{cfg.lake.experiments}*" in json.dumps(object_grants)
+    # the register Lambda logs there: its env names the server and the VPC has the endpoint
+    fns = synth.resources(t, "AWS::Lambda::Function").values()
+    (register,) = [f for f in fns if "register-model" in f["Properties"]["FunctionName"]]
+    env = register["Properties"]["Environment"]["Variables"]
+    assert env["MLFLOW_TRACKING_URI"] == {"Fn::GetAtt": [lid, "TrackingServerArn"]}
+    assert env["MLFLOW_EXPERIMENT_NAME"] == cfg.resource_prefix
+    (grant,) = [
+        s
+        for s in _statements(synth, t, "RegisterModelPolicy")
+        if any(a.startswith("sagemaker-mlflow:") for a in s["Action"])
+    ]
+    assert grant["Resource"] == {"Fn::GetAtt": [lid, "TrackingServerArn"]}
+    assert set(grant["Action"]) == {
+        "sagemaker-mlflow:GetExperimentByName",
+        "sagemaker-mlflow:CreateExperiment",
+        "sagemaker-mlflow:SearchRuns",
+        "sagemaker-mlflow:CreateRun",
+        "sagemaker-mlflow:LogBatch",
+        "sagemaker-mlflow:UpdateRun",
+        "sagemaker-mlflow:SetTag",
+    }
+    (experiments,) = [
+        e["Properties"]
+        for e in synth.resources(t, "AWS::EC2::VPCEndpoint").values()
+        if "experiments" in json.dumps(e["Properties"]["ServiceName"])
+    ]
+    assert experiments["PrivateDnsEnabled"] is True
+    assert experiments["VpcEndpointType"] == "Interface"
 
 
 def test_lambdas_are_thin_in_vpc_with_layer_and_encrypted_logs(synth):
@@ -286,6 +335,7 @@ def test_layer_zip_has_the_core_package_under_python(tmp_path):
 def test_lambda_core_modules_import_without_spacy_or_numpy():
     code = (
         "import sys; import clinical_ner.gating, clinical_ner.registry, clinical_ner.deployment;"
+        "import clinical_ner.tracking;"
         "import clinical_ner.aws_runtime; bad = {'spacy','numpy','pyarrow','pandas'} & "
         "set(sys.modules); assert not bad, bad"
     )
