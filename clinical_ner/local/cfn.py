@@ -64,6 +64,7 @@ _NAME_PROPERTY = {
     "AWS::SageMaker::Endpoint": "EndpointName",
     "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
     "AWS::SageMaker::Model": "ModelName",
+    "AWS::SageMaker::MlflowTrackingServer": "TrackingServerName",
     "AWS::CloudWatch::Alarm": "AlarmName",
     "AWS::Athena::WorkGroup": "Name",
     "AWS::Lambda::LayerVersion": "LayerName",
@@ -185,6 +186,8 @@ class TemplateResolver:
             "AWS::SageMaker::Endpoint": f"arn:{p}:sagemaker:{r}:{a}:endpoint/{name}",
             "AWS::SageMaker::EndpointConfig": f"arn:{p}:sagemaker:{r}:{a}:endpoint-config/{name}",
             "AWS::SageMaker::Model": f"arn:{p}:sagemaker:{r}:{a}:model/{name}",
+            "AWS::SageMaker::MlflowTrackingServer": f"arn:{p}:sagemaker:{r}:{a}:"
+            f"mlflow-tracking-server/{name}",
             "AWS::Events::Rule": f"arn:{p}:events:{r}:{a}:rule/{name}",
             "AWS::Lambda::LayerVersion": f"arn:{p}:lambda:{r}:{a}:layer:{name}:1",
             "AWS::CloudWatch::Alarm": f"arn:{p}:cloudwatch:{r}:{a}:alarm:{name}",

@@ -9,6 +9,7 @@ thresholds plot), the retraining trigger, SNS messages, and timings per state.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,8 @@ def write_report(result: Any) -> Path:
         ),
         "",
     ]
+
+    md += _tracking_section(result.tracking)
 
     # ---------------------------------------------------------------- endpoint
     md += ["## Endpoint check (local `serve` process)", ""]
@@ -394,3 +397,40 @@ def _json(result: Any) -> dict[str, Any]:
     from clinical_ner.local.runner import as_jsonable
 
     return as_jsonable(result)
+
+
+def _tracking_section(tracking: Mapping[str, Any]) -> list[str]:
+    md = ["## Experiment tracking (MLflow; a local `mlflow server` stands in for SageMaker's)", ""]
+    if not tracking:
+        return [*md, "(no register step reported tracking)", ""]
+    md += [
+        f"Status: **{tracking.get('status')}**"
+        + (f" - {tracking['reason']}" if tracking.get("reason") else ""),
+        "",
+    ]
+    if tracking.get("status") != "logged":
+        return md
+    tags = tracking.get("tags") or {}
+    md += [
+        *_table(
+            ["field", "value"],
+            [
+                ["experiment", tracking.get("experiment")],
+                ["run id", tracking.get("run_id")],
+                ["run status", tracking.get("run_status")],
+                ["params logged", tracking.get("params")],
+                ["metrics logged", len(tracking.get("metrics") or {})],
+                ["dev_f1", (tracking.get("metrics") or {}).get("dev_f1")],
+                ["model package (run tag)", tags.get("sagemaker.model_package_arn")],
+                ["dataset version (run tag)", tags.get("dataset_version")],
+                ["model artifact (run tag)", tags.get("model_artifact_uri")],
+            ],
+        ),
+        "",
+    ]
+    if tracking.get("backend_store"):
+        md += [
+            f"Browse it: `mlflow ui --backend-store-uri sqlite:///{tracking['backend_store']}`",
+            "",
+        ]
+    return md

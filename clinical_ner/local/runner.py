@@ -19,7 +19,9 @@ What runs, in order (docs/local-mode.md has the full list of what is real and wh
      SageMaker layout: channels downloaded from S3, hyperparameters.json, ``model/`` packed to
      ``model.tar.gz`` under the job's S3OutputPath (``models/``);
    * Lambda tasks -> the real handler modules in process, with their synthesized environment,
-     talking to moto (SageMaker model registry, S3, CloudWatch, Step Functions);
+     talking to moto (SageMaker model registry, S3, CloudWatch, Step Functions); a Lambda
+     whose ``MLFLOW_TRACKING_URI`` is the synthesized MLflow tracking server's ARN talks to a
+     real local ``mlflow server`` (`clinical_ner.local.mlflow_server`) instead;
    * ``sns:publish`` -> moto SNS (messages are recorded for the report);
    * the deploy Lambda's endpoint -> the container's ``serve`` entry as a local HTTP process
      on 127.0.0.1 (the "endpoint"), started when the deploy step creates the endpoint and
@@ -73,6 +75,7 @@ from clinical_ner.local.asl import (
     TaskRegistry,
 )
 from clinical_ner.stage_config import LAKE
+from clinical_ner.tracking import SAGEMAKER_ENDPOINT_ENV, is_tracking_server_arn
 
 __all__ = [
     "SAMPLES_DIR",
@@ -486,6 +489,7 @@ class LocalRunResult:
     drift: list[dict[str, Any]] = field(default_factory=list)
     retraining: dict[str, Any] = field(default_factory=dict)
     sns_messages: list[dict[str, Any]] = field(default_factory=list)
+    tracking: dict[str, Any] = field(default_factory=dict)
     skipped_wait_seconds: float = 0.0
     missing: list[str] = field(default_factory=list)
     notes_text: dict[str, str] = field(default_factory=dict, repr=False)
@@ -527,8 +531,24 @@ class LocalPipeline:
             self.lambdas[fn.function_name] = fn
             self.registry.register_lambda(fn.function_name, self._lambda(fn))
         self._spark: Any = None
+        self.mlflow: Any = None  # LocalMlflowServer, started when a Lambda first needs it
 
     # ---------------------------------------------------------------- Lambda
+
+    def _mlflow_url(self) -> str:
+        """The local stand-in for the managed MLflow tracking server (started once)."""
+        from clinical_ner.local.mlflow_server import LocalMlflowServer, MlflowServerError
+
+        if self.mlflow is None:
+            self.progress.status("starting the MLflow tracking server (stand-in for SageMaker's)")
+            try:
+                self.mlflow = LocalMlflowServer(self.workdir / "mlflow").start()
+            except MlflowServerError as exc:
+                raise LocalRunError(f"experiment tracking: {exc}") from None
+            self.progress.step(
+                f"MLflow tracking server on {self.mlflow.url} ({self.mlflow.started_seconds}s)"
+            )
+        return str(self.mlflow.url)
 
     def _lambda(self, fn: Any) -> Callable[[Any, LambdaContext], Any]:
         handler_cell: list[Callable[[Any, Any], Any]] = []
@@ -541,6 +561,8 @@ class LocalPipeline:
                 "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
                 **self.aws.environ(),  # the emulator's endpoint and dummy credentials win
             }
+            if is_tracking_server_arn(fn.environment.get("MLFLOW_TRACKING_URI", "")):
+                env[SAGEMAKER_ENDPOINT_ENV] = self._mlflow_url()
             with patched_environ(env):
                 out = handler_cell[0](event, ctx)
             self._after_lambda(fn, event, out)
@@ -552,11 +574,39 @@ class LocalPipeline:
         """SageMaker's side of what the deploy Lambda asked for: run the endpoint process."""
         if not (isinstance(event, dict) and isinstance(out, dict)):
             return
+        if isinstance(out.get("tracking"), dict):
+            self._record_tracking(out["tracking"], str(out.get("model_package_arn", "")))
         if event.get("action") == "deploy" and out.get("endpoint_name"):
             model_url = self._endpoint_model_url(out["endpoint_name"])
             self.progress.step(f"endpoint {out['endpoint_name']}: starting the serve process")
             ep = self.endpoints.for_model(model_url)
             self.endpoints.by_endpoint_name[out["endpoint_name"]] = ep
+
+    def _record_tracking(self, outcome: Mapping[str, Any], package_arn: str) -> None:
+        """What the register step logged, read back from the tracking server."""
+        from clinical_ner.tracking import MlflowRestClient, RestEndpoint, TrackingError
+
+        record: dict[str, Any] = {**outcome, "model_package_arn": package_arn}
+        if self.mlflow is not None:
+            record["backend_store"] = str((self.mlflow.workdir / "mlflow.db").resolve())
+        if outcome.get("status") == "logged" and self.mlflow is not None:
+            try:
+                run = MlflowRestClient(RestEndpoint(self.mlflow.url, {})).get_run(
+                    str(outcome["run_id"])
+                )
+            except TrackingError as exc:
+                record["read_back_error"] = str(exc)
+            else:
+                data = run.get("data", {})
+                record["run_status"] = run.get("info", {}).get("status")
+                record["params"] = len(data.get("params", []))
+                record["metrics"] = {m["key"]: m["value"] for m in data.get("metrics", [])}
+                record["tags"] = {
+                    t["key"]: t["value"]
+                    for t in data.get("tags", [])
+                    if not t["key"].startswith("mlflow.")
+                }
+        self.result.tracking = record
 
     def _endpoint_model_url(self, endpoint_name: str) -> str:
         ep = self.sm.describe_endpoint(EndpointName=endpoint_name)
@@ -898,6 +948,8 @@ class LocalPipeline:
 
     def close(self) -> None:
         self.endpoints.stop_all()
+        if self.mlflow is not None:
+            self.mlflow.stop()
         if self._spark is not None:
             with contextlib.suppress(Exception):
                 self._spark.stop()

@@ -49,6 +49,7 @@ def test_report_is_written_with_plots(local_run):
     text = local_run.report_path.read_text()
     for section in (
         "## Gate decision",
+        "## Experiment tracking",
         "## Endpoint check",
         "## Named queries",
         "## Drift monitoring",
@@ -80,6 +81,20 @@ def test_training_pipeline_registers_approves_and_deploys(local_run):
     assert [m["message"]["event"] for m in local_run.sns_messages] == ["model_deployed"]
     prepared = next(g for g in local_run.glue_reports if "dataset_version" in g)
     assert prepared["docs_total"] > 100
+
+
+def test_register_step_logs_the_run_to_the_tracking_server(local_run):
+    """The synthesized register Lambda, its env naming the tracking server's ARN, reaches the
+    local mlflow server through the same SigV4 REST client it uses in AWS."""
+    t = local_run.tracking
+    assert t["status"] == "logged" and t["run_status"] == "FINISHED", t
+    [package] = local_run.registry
+    assert t["tags"]["sagemaker.model_package_arn"] == t["model_package_arn"]
+    assert t["tags"]["model_artifact_uri"] == package["model_data_url"]
+    assert t["tags"]["dataset_version"].startswith("ds-")
+    assert t["experiment"] == "clinical-ner-dev"
+    assert t["metrics"]["dev_f1"] == local_run.metrics["summary"]["dev_f1"]
+    assert t["params"] >= 5
 
 
 def test_endpoint_answers(local_run):

@@ -60,6 +60,22 @@ def test_definition_tokens_resolve_to_local_physical_values():
     }
 
 
+def test_tracking_server_arn_is_what_the_register_lambda_gets():
+    from clinical_ner.tracking import is_tracking_server_arn
+
+    template = {"Resources": {"MlflowTrackingServer": {
+        "Type": "AWS::SageMaker::MlflowTrackingServer",
+        "Properties": {"TrackingServerName": "clinical-ner-dev-mlflow"},
+    }}}  # fmt: skip
+    arn = TemplateResolver(template).resolve(
+        {"Fn::GetAtt": ["MlflowTrackingServer", "TrackingServerArn"]}
+    )
+    assert arn == (
+        "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/clinical-ner-dev-mlflow"
+    )
+    assert is_tracking_server_arn(arn)
+
+
 def test_unknown_tokens_fail_loudly():
     resolver = TemplateResolver(TEMPLATE)
     with pytest.raises(UnresolvedTokenError, match="Nope"):
