@@ -5,6 +5,8 @@ Used by the Lambdas ``resolve_dataset``, ``register_model``, ``gate_model`` and
 
 - `resolve_dataset`: which ``curated/training/<dataset_version>/`` to train on, with the S3
   URIs of its train/dev/test channels (``latest`` = ``curated/training/_latest.json``).
+- `production_model`: the current Approved package and its ``model.tar.gz``, which the training
+  job scores on the candidate's own dev/test data so the gate compares like with like.
 - `register_candidate`: read ``metrics.json`` out of the training job's ``model.tar.gz``
   (streamed, never fully buffered), store it next to the tarball as the package's
   model-quality statistics, log the run to the MLflow tracking server (the training job is
@@ -94,6 +96,31 @@ def resolve_dataset(s3: Any, bucket: str, dataset_version: str = LATEST) -> dict
         out[f"{split}_uri"] = f"s3://{bucket}/{prefix}{fname}"
     if not out["docs"].get("train"):
         raise PipelineStepError(f"dataset {version} has no training documents")
+    return out
+
+
+def production_model(sm: Any, group_name: str) -> dict[str, str] | None:
+    """The production model (newest Approved package): its ARN and model data URL, if any."""
+    arn = latest_approved(sm, group_name)
+    if arn is None:
+        return None
+    desc = sm.describe_model_package(ModelPackageName=arn)
+    try:
+        url = str(desc["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])
+    except (KeyError, IndexError):
+        raise PipelineStepError(f"{arn} has no model data in its inference spec") from None
+    parse_s3_uri(url)
+    return {"model_package_arn": arn, "model_data_url": url}
+
+
+def resolve_training_inputs(
+    s3: Any, sm: Any, *, bucket: str, group_name: str, dataset_version: str = LATEST
+) -> dict[str, Any]:
+    """`resolve_dataset` plus ``production`` (`production_model`, omitted for the first model)."""
+    out = resolve_dataset(s3, bucket, dataset_version)
+    production = production_model(sm, group_name)
+    if production is not None:
+        out["production"] = production
     return out
 
 
@@ -335,6 +362,7 @@ def record_decision(
                 "gate_decision": gate.get("decision", "none"),
                 "gate_failed": ",".join(gate.get("failed", [])) or "none",
                 "gate_split": gate.get("split"),
+                "gate_comparison": gate.get("comparison"),
                 "gate_candidate_f1": gate.get("candidate_f1"),
                 "gate_production_f1": gate.get("production_f1"),
                 "gate_production_package": gate.get("production_package_arn"),

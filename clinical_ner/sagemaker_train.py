@@ -6,6 +6,9 @@ Layout under the root (``/opt/ml`` in SageMaker; ``--root DIR`` or ``SM_ROOT`` e
     input/data/train/                   required channel: annotated files, any reader format
     input/data/dev/                     optional; without it a hash split of train is dev
     input/data/test/                    optional; scored into metrics.json["test"]
+    input/data/production/              optional: the production (current Approved) model, as
+                                        the model.tar.gz a previous job wrote or as an
+                                        extracted model directory
     model/                              written: spaCy model, clinical_ner.json, metrics.json,
                                         drift_baseline.json (SageMaker tars it to model.tar.gz)
     output/failure                      written on error: one reason, no data text
@@ -19,8 +22,25 @@ values are parsed as JSON when they parse, else kept as strings). Keys starting 
 ``sagemaker_`` are ignored; any other unknown key fails the job, so a typo cannot silently
 train a different model.
 
+Production baseline: with a ``production`` channel, the production model is scored on exactly
+the candidate's dev docs (and test docs, with a test channel) before training, so the promotion
+gate (`clinical_ner.gating`) compares both models on the same data:
+``metrics.json["production_baseline"] = {"model_version": <production NerModel.version>,
+"dev": <scores like metrics["dev"]>, "test": <like metrics["test"], with a test channel>}``.
+Scores are against the gold labels of the candidate's data: a gold label the production model
+does not know counts as missed (F1 0); labels only production predicts stay in ``per_label``.
+The channel holds one ``*.tar.gz`` (gzip checksum verified, extracted into a temp dir with
+tarfile's ``data`` filter; links, special files, absolute or ``..`` paths and more than
+``PRODUCTION_ARCHIVE_MAX_BYTES`` unpacked are rejected) or a model directory (``config.cfg``
+at its top or in its only subdirectory). The model needs its ``clinical_ner.json`` card (the
+version the gate matches). A production channel that is present but unusable fails the job: a
+silently missing baseline would make the gate fall back to comparing scores from different
+datasets.
+
 Final metrics are also printed as ``METRIC <name>=<value>`` lines, so a training job's
-MetricDefinitions can pick them up with e.g. ``METRIC dev_f1=([0-9.]+)``.
+MetricDefinitions can pick them up with e.g. ``METRIC dev_f1=([0-9.]+)``; with a production
+channel these include ``production_dev_f1`` (and ``production_test_f1``), which are logged to
+MLflow too, with the ``production_model_version`` tag.
 
 PHI: errors name files, lines, keys and exception types; they never quote data. Unexpected
 exceptions are reported by type and code location only, because their messages may echo data.
@@ -34,17 +54,27 @@ import logging
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 import time
 import traceback
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # spaCy stays a lazy import
+    from clinical_ner.corpus import AnnotatedDoc
+    from clinical_ner.inference import NerModel
 
 DEFAULT_ROOT = "/opt/ml"
 ROOT_ENV = "SM_ROOT"
 FAILURE_REASON_MAX = 1024  # SageMaker shows the first 1024 characters as FailureReason
-CHANNELS = ("train", "dev", "test")
+PRODUCTION_CHANNEL = "production"
+CHANNELS = ("train", "dev", "test", PRODUCTION_CHANNEL)
+PRODUCTION_ARCHIVE_MAX_BYTES = 4 * 1024**3  # unpacked; a model of this project is ~10-100 MB
+PRODUCTION_ARCHIVE_MAX_MEMBERS = 10_000
 _ALIASES = {"max_steps": "training.max_steps"}
 _OVERRIDE_SECTIONS = ("training.", "components.", "nlp.", "corpora.", "initialize.", "system.")
 
@@ -213,13 +243,166 @@ def _read_channel(
     return docs, report.as_dict(), hashes
 
 
+def _find_model_dir(directory: Path) -> Path | None:
+    """`directory` itself or its only visible subdirectory, whichever holds ``config.cfg``."""
+    if (directory / "config.cfg").is_file():
+        return directory
+    subdirs = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subdirs) == 1 and (subdirs[0] / "config.cfg").is_file():
+        return subdirs[0]
+    return None
+
+
+def _check_archive_members(members: list[tarfile.TarInfo], what: str) -> None:
+    """Reject what a model archive never holds; members are named by number, never by name."""
+    if len(members) > PRODUCTION_ARCHIVE_MAX_MEMBERS:
+        raise TrainJobError(f"{what} has more than {PRODUCTION_ARCHIVE_MAX_MEMBERS} members")
+    total = 0
+    for number, member in enumerate(members, start=1):
+        if member.issym() or member.islnk():
+            raise TrainJobError(f"{what}: member {number} is a link; links are rejected")
+        if not (member.isfile() or member.isdir()):
+            raise TrainJobError(f"{what}: member {number} is not a regular file or directory")
+        name = PurePosixPath(member.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise TrainJobError(
+                f"{what}: member {number} has an absolute or '..' path; rejected as unsafe"
+            )
+        total += member.size
+        if total > PRODUCTION_ARCHIVE_MAX_BYTES:
+            raise TrainJobError(
+                f"{what} unpacks to more than {PRODUCTION_ARCHIVE_MAX_BYTES} bytes; rejected"
+            )
+
+
+def _extract_archive(archive: Path, dest: Path) -> None:
+    what = f"production model archive {archive.name}"
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            # tarfile stops quietly at the first garbled header after the first member, so a
+            # corrupt archive could pass as a shorter one: read the gzip stream to its end,
+            # which checks its CRC and length.
+            while tar.fileobj is not None and tar.fileobj.read(1 << 20):
+                pass
+            _check_archive_members(members, what)
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise TrainJobError(
+            f"{what} could not be read or extracted ({type(exc).__name__}); expected the "
+            "model.tar.gz of a previous training job"
+        ) from None
+
+
+def _production_model_dir(paths: JobPaths, workdir: Path) -> Path | None:
+    """The production model's directory (extracted into `workdir` if it is an archive)."""
+    channel = paths.channel(PRODUCTION_CHANNEL)
+    if not channel.exists():
+        return None
+    if not channel.is_dir():
+        raise TrainJobError(f"channel {PRODUCTION_CHANNEL!r} is not a directory")
+    model_dir = _find_model_dir(channel)
+    if model_dir is not None:
+        return model_dir
+    archives = sorted(
+        p
+        for p in channel.iterdir()
+        if p.is_file() and p.name.endswith(".tar.gz") and not p.name.startswith(".")
+    )
+    if len(archives) != 1:
+        raise TrainJobError(
+            f"channel {PRODUCTION_CHANNEL!r} holds {len(archives)} *.tar.gz files and no model "
+            "directory; expected exactly one model.tar.gz (the production model package's "
+            "artifact) or a model directory with config.cfg"
+        )
+    _extract_archive(archives[0], workdir)
+    model_dir = _find_model_dir(workdir)
+    if model_dir is None:
+        raise TrainJobError(
+            f"production model archive {archives[0].name} holds no spaCy model (no config.cfg)"
+        )
+    return model_dir
+
+
+def _load_production_model(model_dir: Path) -> NerModel:
+    from clinical_ner.inference import MODEL_CARD_FILE, NerModel
+
+    try:
+        card = json.loads((model_dir / MODEL_CARD_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainJobError(
+            f"production model has no {MODEL_CARD_FILE} (its model_version is what the gate "
+            "matches)"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise TrainJobError(
+            f"production model's {MODEL_CARD_FILE} is unreadable ({type(exc).__name__})"
+        ) from None
+    version = card.get("model_version") if isinstance(card, dict) else None
+    if not isinstance(version, str) or not version.strip():
+        raise TrainJobError(f"production model's {MODEL_CARD_FILE} has no model_version")
+    try:
+        model = NerModel.load(model_dir)
+    except Exception as exc:  # spaCy raises many types; their messages are not needed
+        raise TrainJobError(
+            f"production model could not be loaded as a spaCy NER model ({type(exc).__name__})"
+        ) from None
+    if not model.labels:
+        raise TrainJobError("production model has no NER labels")
+    return model
+
+
+def production_baseline(
+    paths: JobPaths,
+    dev_docs: Sequence[AnnotatedDoc],
+    test: tuple[Sequence[AnnotatedDoc], dict[str, object]] | None,
+    batch_size: int,
+) -> dict[str, object] | None:
+    """The production model's scores on the candidate's dev (and test) docs, if it is given.
+
+    `test` is (docs, data report) of the test channel. Returns None without a production
+    channel; an unusable one raises `TrainJobError`.
+    """
+    from clinical_ner.scoring import evaluate_docs
+
+    with tempfile.TemporaryDirectory(prefix="clinical-ner-production-") as tmp:
+        model_dir = _production_model_dir(paths, Path(tmp))
+        if model_dir is None:
+            return None
+        model = _load_production_model(model_dir)
+        try:
+            baseline: dict[str, object] = {
+                "model_version": model.version,
+                "dev": evaluate_docs(model, dev_docs, batch_size=batch_size),
+            }
+            if test is not None:
+                test_docs, test_report = test
+                scores = evaluate_docs(model, test_docs, batch_size=batch_size)
+                baseline["test"] = {**scores, "data_report": test_report}
+        except Exception as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            log.error("traceback:\n%s", "".join(traceback.format_list(frames)))
+            raise TrainJobError(
+                f"scoring the production model on the candidate's data failed: "
+                f"{failure_reason(exc)}"
+            ) from None
+    scored = {k: v for k, v in baseline.items() if isinstance(v, dict)}
+    log.info(
+        "production baseline: model %s (labels %s) F1 %s",
+        model.version,
+        ",".join(model.labels),
+        ", ".join(f"{split} {scores['ents_f']:.4f}" for split, scores in scored.items()),
+    )
+    return baseline
+
+
 def run(root: Path) -> dict[str, object]:
     """Train from the channels under `root` and fill `root/model`; return metrics."""
     from clinical_ner import drift
     from clinical_ner.inference import NerModel
     from clinical_ner.readers import parse_label_map
     from clinical_ner.scoring import evaluate_docs
-    from clinical_ner.tracking import flatten_metrics, log_training_run
+    from clinical_ner.tracking import log_training_run, run_record
     from clinical_ner.training import METRICS_FILE, TrainingInputs, split_by_hash, train_model
 
     started = time.perf_counter()
@@ -251,6 +434,10 @@ def run(root: Path) -> dict[str, object]:
         dev_docs, dev_report, dev_files = dev
         data_files = {**data_files, **dev_files}
     test = _read_channel(paths, "test", hp, label_map)
+    # Before training: an unusable production channel fails the job without a wasted run.
+    baseline = production_baseline(
+        paths, dev_docs, None if test is None else (test[0], test[1]), hp.batch_size
+    )
 
     inputs = TrainingInputs(
         train_docs=train_docs,
@@ -290,6 +477,8 @@ def run(root: Path) -> dict[str, object]:
             "oov_rate_held_out": profile["oov"]["rate"],  # type: ignore[index]
         }
         metrics["hyperparameters"] = hp.as_params()
+        if baseline is not None:
+            metrics["production_baseline"] = baseline
         _replace_contents(paths.model, staged)
 
     dev_scores = metrics["dev"]
@@ -311,58 +500,34 @@ def run(root: Path) -> dict[str, object]:
         )
         for label, scores in test_scores["per_label"].items():
             summary[f"test_f1_{label}"] = scores["f"]
+    if baseline is not None:
+        for split in ("dev", "test"):
+            if split in baseline:
+                summary[f"production_{split}_f1"] = baseline[split]["ents_f"]  # type: ignore[index]
     total_seconds = time.perf_counter() - started
     summary["job_seconds"] = round(total_seconds, 1)
 
-    tracked_metrics = {
-        **summary,
-        **flatten_metrics("calibration", _numeric_only(metrics["calibration"])),
-        "training_seconds": float(metrics["training_seconds"]),  # type: ignore[arg-type]
-        "train_docs": float(len(train_docs)),
-        "dev_docs": float(len(dev_docs)),
-    }
-    job_name = os.environ.get("TRAINING_JOB_NAME", "")
-    artifact = os.environ.get("MODEL_ARTIFACT_URI") or paths.model.resolve().as_uri()
-    tags = {
-        "model_version": str(metrics["model_version"]),
-        "model_artifact_uri": artifact,
-        "dev_source": str(metrics["dev_source"]),
-        "entry_point": "clinical_ner.sagemaker_train",
-    }
-    if job_name:
-        tags["sagemaker.training_job_name"] = job_name
+    metrics["summary"] = summary
+    extra_tags = {"entry_point": "clinical_ner.sagemaker_train"}
     if os.environ.get("TRAINING_JOB_ARN"):
-        tags["sagemaker.training_job_arn"] = os.environ["TRAINING_JOB_ARN"]
-    params = {
-        **hp.as_params(),
-        "label_map": json.dumps(label_map, sort_keys=True),
-        "config_sha256": metrics["config_sha256"],
-        "data_sha256": _combined_hash(metrics["training_data"]),  # type: ignore[arg-type]
-    }
+        extra_tags["sagemaker.training_job_arn"] = os.environ["TRAINING_JOB_ARN"]
+    record = run_record(
+        metrics,
+        job_name=os.environ.get("TRAINING_JOB_NAME", ""),
+        artifact_uri=os.environ.get("MODEL_ARTIFACT_URI") or paths.model.resolve().as_uri(),
+        extra_tags=extra_tags,
+    )
     metrics["tracking"] = log_training_run(
-        params=params,
-        metrics=tracked_metrics,
-        tags=tags,
-        run_name=job_name or str(metrics["model_version"]),
+        params=record.params,
+        metrics=record.metrics,
+        tags=record.tags,
+        run_name=record.run_name,
         documents={"metrics.json": metrics},
     )
-    metrics["summary"] = summary
     (paths.model / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     for name, value in summary.items():
         print(f"METRIC {name}={value}", flush=True)
     return metrics
-
-
-def _numeric_only(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _numeric_only(v) for k, v in value.items() if not isinstance(v, list)}
-    return value
-
-
-def _combined_hash(files: dict[str, str]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(sorted(files.values())).encode()).hexdigest()
 
 
 def _replace_contents(target: Path, source: Path) -> None:

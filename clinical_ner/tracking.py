@@ -89,9 +89,9 @@ def is_tracking_server_arn(uri: str) -> bool:
 
 
 def combined_hash(files: Mapping[str, str]) -> str:
-    """One hash over ``{file: sha256}``: the identity of the data a model was trained on."""
-    joined = "\n".join(f"{name}={digest}" for name, digest in sorted(files.items()))
-    return hashlib.sha256(joined.encode()).hexdigest()
+    """One hash over the data files' sha256 digests (not their paths: the same data read from
+    /opt/ml/input or from a local checkout is the same data)."""
+    return hashlib.sha256(json.dumps(sorted(files.values())).encode()).hexdigest()
 
 
 def numeric_only(value: object) -> object:
@@ -149,6 +149,9 @@ def run_record(
         "model_artifact_uri": artifact_uri,
         "dev_source": str(metrics_doc.get("dev_source", "")),
     }
+    baseline = metrics_doc.get("production_baseline")
+    if isinstance(baseline, Mapping) and baseline.get("model_version"):
+        tags["production_model_version"] = str(baseline["model_version"])
     if job_name:
         tags[JOB_TAG] = job_name
     tags.update(extra_tags or {})

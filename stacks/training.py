@@ -328,9 +328,12 @@ class TrainingStack(Stack):
                     },
                 ),
                 iam.PolicyStatement(
-                    sid="ReadDatasets",
+                    sid="ReadDatasetsAndProductionModel",
                     actions=["s3:GetObject"],
-                    resources=[data_lake.lake_object_arn(lake.curated_training)],
+                    resources=[
+                        data_lake.lake_object_arn(lake.curated_training),
+                        data_lake.lake_object_arn(lake.models),
+                    ],
                 ),
                 iam.PolicyStatement(
                     sid="WriteModels",
@@ -366,7 +369,8 @@ class TrainingStack(Stack):
             training_policy,
             data_lake,
             [lake.curated_training, lake.models],
-            "The training job reads the dataset version chosen at run time and writes "
+            "The training job reads the dataset version chosen at run time and the production "
+            "model's models/<job>/output/model.tar.gz, and writes its own "
             "models/<training job name>/output/model.tar.gz; the wildcard covers that prefix.",
         )
         acknowledge(
@@ -397,7 +401,7 @@ class TrainingStack(Stack):
         )
         common_env = {"MODEL_PACKAGE_GROUP": self.model_package_group_name, "LOG_LEVEL": "INFO"}
         env = {
-            "resolve_dataset": {"LAKE_BUCKET": bucket.bucket_name},
+            "resolve_dataset": {**common_env, "LAKE_BUCKET": bucket.bucket_name},
             "register_model": {
                 **common_env,
                 "MLFLOW_TRACKING_URI": tracking_server_arn,
@@ -434,6 +438,8 @@ class TrainingStack(Stack):
                     resources=[data_lake.lake_object_arn(lake.curated_training)],
                 ),
                 _decrypt(lake_key),
+                _read_registry(group_arn, packages_arn),  # which model is in production
+                _list_registry(),
             ],
             "register_model": [
                 iam.PolicyStatement(

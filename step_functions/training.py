@@ -5,7 +5,12 @@
       new_annotations | drift | manual | schedule:
         dataset_version given? -- no --> DefaultDatasetVersion
         dataset_version == "latest"? -- yes --> PrepareData (Glue .sync)
-        ResolveDataset (Lambda) -> Train (SageMaker .sync) -> Register (Lambda) -> Gate (Lambda)
+        ResolveDataset (Lambda: dataset channels + the production model, if any)
+        HasProductionModel? (Choice)
+          yes -> TrainAgainstProduction (SageMaker .sync; extra channel ``production`` = the
+                 Approved package's model.tar.gz, scored on the candidate's dev/test data)
+          no  -> Train (SageMaker .sync)
+        -> Register (Lambda) -> Gate (Lambda)
         GatePassed? (Choice)
           pass, auto   -> Approve (Lambda) -> Deploy
           pass, manual -> MarkPendingApproval (Lambda) -> NotifyApprovalNeeded (SNS) -> Succeed;
@@ -157,7 +162,10 @@ class TrainingPipeline(Construct):
             {"dataset_version": sfn.JsonPath.string_at("$.dataset_version")},
             "$.dataset",
         )
-        train = self._training_job(training)
+        train = self._training_job("Train", training, against_production=False)
+        train_against_production = self._training_job(
+            "TrainAgainstProduction", training, against_production=True
+        )
         register = self._lambda(
             "Register",
             functions.register_model,
@@ -351,8 +359,16 @@ class TrainingPipeline(Construct):
         )
         default_version.next(version_choice)
         prepare.next(resolve)
-        resolve.next(train)
+        resolve.next(
+            sfn.Choice(self, "HasProductionModel")
+            .when(
+                sfn.Condition.is_present("$.dataset.production.model_data_url"),
+                train_against_production,
+            )
+            .otherwise(train)
+        )
         train.next(register)
+        train_against_production.next(register)
         register.next(gate)
         gate.next(gate_choice)
 
@@ -380,7 +396,7 @@ class TrainingPipeline(Construct):
             .otherwise(invalid)
         )
         self._retry(prepare, SERVICE_THROTTLING)
-        self._catch_all(prepare, train)
+        self._catch_all(prepare, train, train_against_production)
 
     # ------------------------------------------------------------------ helpers
 
@@ -443,23 +459,34 @@ class TrainingPipeline(Construct):
         self._catch_all(task)
         return task
 
-    def _training_job(self, t: TrainingJobSettings) -> tasks.SageMakerCreateTrainingJob:
-        def channel(name: str) -> tasks.Channel:
+    def _training_job(
+        self, state_id: str, t: TrainingJobSettings, *, against_production: bool
+    ) -> tasks.SageMakerCreateTrainingJob:
+        def channel(name: str, uri_path: str, content_type: str) -> tasks.Channel:
             return tasks.Channel(
                 channel_name=name,
-                content_type="application/jsonlines",
+                content_type=content_type,
                 data_source=tasks.DataSource(
                     s3_data_source=tasks.S3DataSource(
-                        s3_location=tasks.S3Location.from_json_expression(f"$.dataset.{name}_uri"),
+                        s3_location=tasks.S3Location.from_json_expression(uri_path),
                         s3_data_type=tasks.S3DataType.S3_PREFIX,
                         s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
                     )
                 ),
             )
 
+        channels = [
+            channel(name, f"$.dataset.{name}_uri", "application/jsonlines")
+            for name in ("train", "dev", "test")
+        ]
+        if against_production:
+            # The object key is the prefix: SageMaker copies exactly that model.tar.gz.
+            channels.append(
+                channel("production", "$.dataset.production.model_data_url", "application/gzip")
+            )
         job = tasks.SageMakerCreateTrainingJob(
             self,
-            "Train",
+            state_id,
             training_job_name=sfn.JsonPath.format(
                 "{}-{}", t.name_prefix, sfn.JsonPath.execution_name
             ),
@@ -472,7 +499,7 @@ class TrainingPipeline(Construct):
                     for m in TRAINING_METRICS
                 ],
             ),
-            input_data_config=[channel("train"), channel("dev"), channel("test")],
+            input_data_config=channels,
             output_data_config=tasks.OutputDataConfig(
                 s3_output_location=t.output_location,
                 encryption_key=t.key,

@@ -106,11 +106,30 @@ def test_resolve_dataset_latest_and_pinned(env):
     assert out["dataset_version"] == version
     assert out["train_uri"] == f"s3://{BUCKET}/curated/training/{version}/train.jsonl"
     assert out["docs"] == {"dev": 10, "test": 10, "train": 80}
+    assert "production" not in out  # first model: nothing to score against
     assert handler("resolve_dataset")({"dataset_version": version}) == out
     with pytest.raises(PipelineStepError, match="does not exist"):
         handler("resolve_dataset")({"dataset_version": "ds-ffffffffffffffff"})
     with pytest.raises(PipelineStepError, match="not a dataset version"):
         handler("resolve_dataset")({"dataset_version": "../../etc"})
+
+
+def test_resolve_names_the_production_model_once_one_is_approved(env):
+    s3, _, _ = env
+    version = "ds-0123456789abcdef"
+    manifest = {"splits": {"train": {"docs": 80}, "dev": {"docs": 10}, "test": {"docs": 10}}}
+    s3.put_object(
+        Bucket=BUCKET, Key=f"curated/training/{version}/manifest.json", Body=json.dumps(manifest)
+    )
+    first = register(s3, "job-p1", metrics(0.70, 0.72, 0.66))["model_package_arn"]
+    register(s3, "job-p2", metrics(0.71, 0.72, 0.66))  # pending: not production
+    assert "production" not in handler("resolve_dataset")({"dataset_version": version})
+    handler("approve_or_reject")({"action": "approve", "model_package_arn": first, "gate": {}})
+    out = handler("resolve_dataset")({"dataset_version": version})
+    assert out["production"] == {
+        "model_package_arn": first,
+        "model_data_url": f"s3://{BUCKET}/models/job-p1/output/model.tar.gz",
+    }
 
 
 def test_register_gate_approve_then_regressing_candidate_is_rejected(env):
@@ -152,6 +171,8 @@ def test_register_gate_approve_then_regressing_candidate_is_rejected(env):
     assert d2["ModelApprovalStatus"] == "Rejected"
     assert "TREATMENT" in d2["ApprovalDescription"]
     assert d2["CustomerMetadataProperties"]["gate_failed"] == "label_regression"
+    # no production_baseline in these metrics: production was scored on its own data
+    assert d2["CustomerMetadataProperties"]["gate_comparison"] == "own_data"
 
     # a tie with production passes (min_improvement 0) and, in manual mode, stays pending
     arn3 = register(s3, "job-3", metrics(0.70, 0.72, 0.66))["model_package_arn"]

@@ -28,9 +28,15 @@ class FakePipeline:
     """Fake service integrations and Lambda handlers, keyed like the synthesized template."""
 
     def __init__(
-        self, assembly: CloudAssembly, *, gate_passes: bool = True, train_fails: bool = False
+        self,
+        assembly: CloudAssembly,
+        *,
+        gate_passes: bool = True,
+        train_fails: bool = False,
+        production_model: str = "",
     ) -> None:
         self.gate_passes = gate_passes
+        self.production_model = production_model
         self.train_fails = train_fails
         self.calls: list[tuple[str, Any]] = []
         self.published: list[dict[str, Any]] = []
@@ -84,12 +90,18 @@ class FakePipeline:
         self.record("resolve_dataset", event)
         version = "ds-2024-01-01"
         base = f"s3://lake/curated/training/{version}"
-        return {
+        out = {
             "dataset_version": version,
             "train_uri": f"{base}/train/",
             "dev_uri": f"{base}/dev/",
             "test_uri": f"{base}/test/",
         }
+        if self.production_model:
+            out["production"] = {
+                "model_package_arn": "arn:pkg/2",
+                "model_data_url": self.production_model,
+            }
+        return out
 
     def register_model(self, event, context):
         self.record("register_model", event)
@@ -189,6 +201,25 @@ def test_gate_pass_route(assembly):
         assert approved.status == "SUCCEEDED", (approved.error, approved.cause)
         assert approved.states_entered()[:2] == ["RouteTrigger", "FromApprovalEvent"]
         assert fakes.published[-1]["event"] == "model_deployed"
+
+
+def test_a_production_model_is_scored_by_the_training_job(assembly):
+    url = "s3://lake/models/clinical-ner-dev-exec-0/output/model.tar.gz"
+    fakes = FakePipeline(assembly, production_model=url)
+    result = execute(assembly, fakes, {"trigger": "drift", "dataset_version": "ds-2024-01-01"})
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    entered = result.states_entered()
+    assert "TrainAgainstProduction" in entered and "Train" not in entered
+    train_params = next(p for name, p in fakes.calls if name == "train")
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in train_params["InputDataConfig"]
+    }
+    assert channels["production"] == url
+    assert set(channels) == {"train", "dev", "test", "production"}
+    first = FakePipeline(assembly)  # no Approved package yet: the plain Train state
+    entered = execute(assembly, first, {"trigger": "manual"}).states_entered()
+    assert "Train" in entered and "TrainAgainstProduction" not in entered
 
 
 def test_gate_fail_route(assembly):

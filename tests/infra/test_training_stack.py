@@ -103,9 +103,17 @@ def test_chain_order(definitions, stage):
     assert definitions[stage]["StartAt"] == "RouteTrigger"
     assert s["PrepareData"]["Resource"].endswith(":::glue:startJobRun.sync")
     assert s["PrepareData"]["Next"] == "ResolveDataset"
-    assert s["ResolveDataset"]["Next"] == "Train"
-    assert s["Train"]["Resource"].endswith(":::sagemaker:createTrainingJob.sync")
-    assert s["Train"]["Next"] == "Register"
+    assert s["ResolveDataset"]["Next"] == "HasProductionModel"
+    (rule,) = s["HasProductionModel"]["Choices"]
+    assert rule == {
+        "Variable": "$.dataset.production.model_data_url",
+        "IsPresent": True,
+        "Next": "TrainAgainstProduction",
+    }
+    assert s["HasProductionModel"]["Default"] == "Train"  # the first model
+    for train in ("Train", "TrainAgainstProduction"):
+        assert s[train]["Resource"].endswith(":::sagemaker:createTrainingJob.sync")
+        assert s[train]["Next"] == "Register"
     assert s["Register"]["Next"] == "Gate"
     assert s["Gate"]["Next"] == "GatePassed"
     assert s["Deploy"]["Next"] == "WaitForEndpoint"
@@ -165,15 +173,22 @@ def test_deployment_loop_and_serverless_bake(definitions, stage):
     assert s["DeploymentRolledBack"]["Type"] == "Fail"
 
 
-def test_training_job_isolation_vpc_kms_and_image(definitions, dev):
-    params = _states(definitions["dev"])["Train"]["Parameters"]
+@pytest.mark.parametrize("state", ["Train", "TrainAgainstProduction"])
+def test_training_job_isolation_vpc_kms_and_image(definitions, dev, state):
+    params = _states(definitions["dev"])[state]["Parameters"]
     assert params["EnableNetworkIsolation"] is True
     vpc = params["VpcConfig"]
     assert len(vpc["Subnets"]) == 2 and len(vpc["SecurityGroupIds"]) >= 1
     assert params["ResourceConfig"]["VolumeKmsKeyId"]
     assert params["OutputDataConfig"]["KmsKeyId"]
     assert params["OutputDataConfig"]["S3OutputPath"].endswith("/models/")
-    assert {c["ChannelName"] for c in params["InputDataConfig"]} == {"train", "dev", "test"}
+    channels = {c["ChannelName"]: c for c in params["InputDataConfig"]}
+    if state == "Train":
+        assert set(channels) == {"train", "dev", "test"}
+    else:  # the production model, scored by the job on the candidate's dev/test data
+        assert set(channels) == {"train", "dev", "test", "production"}
+        source = channels["production"]["DataSource"]["S3DataSource"]
+        assert source["S3Uri.$"] == "$.dataset.production.model_data_url"
     assert params["TrainingJobName.$"].startswith("States.Format(")
     # the KMS keys are the lake key (an import from the data-lake stack)
     raw = json.dumps(_state_machine(dev)["Properties"]["DefinitionString"])

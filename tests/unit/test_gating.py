@@ -185,3 +185,200 @@ def test_stage_thresholds_are_the_policy_inputs(stage):
     just_below = metrics(t.f1_floor - 0.001, DISEASE=0.9)
     assert not gating.decide(just_below, None, t).passed
     assert gating.decide(metrics(t.f1_floor, DISEASE=0.9), None, t).passed
+
+
+# --------------------------------------------------------------------------- production baseline
+# The training job re-scores the production model on the candidate's own data and writes
+# metrics["production_baseline"]; the gate prefers it when it is of the production model's
+# version (same data), and otherwise says it compared against production's own metrics.
+
+PROD_V = "prod-v1"
+
+
+def prod(micro: float, split: str = "test", version: str = PROD_V, **labels: float) -> dict:
+    return {**metrics(micro, split, **labels), "model_version": version}
+
+
+def with_baseline(candidate: dict, *blocks: dict, version: str = PROD_V) -> dict:
+    """`candidate` plus a production_baseline made of the split blocks of `blocks`."""
+    baseline: dict = {"model_version": version}
+    for block in blocks:
+        baseline.update({k: v for k, v in block.items() if k in gating.SPLITS_BY_PREFERENCE})
+    return {**candidate, "production_baseline": baseline}
+
+
+# Candidate 0.72 vs production 0.70 on production's own (easier or harder) test set...
+CAND = metrics(0.72, DISEASE=0.74, TREATMENT=0.68)
+PROD_OWN = prod(0.70, DISEASE=0.72, TREATMENT=0.66)
+# ...but on the candidate's test set, production scores 0.78: the candidate is worse.
+HARDER_FOR_CAND = metrics(0.78, DISEASE=0.80, TREATMENT=0.75)
+# A weaker candidate (0.65) that loses on own data but wins on its own, harder data.
+WEAK_CAND = metrics(0.65, DISEASE=0.66, TREATMENT=0.60)
+HARDER_DATA = metrics(0.60, DISEASE=0.62, TREATMENT=0.55)
+
+COMPARISON_CASES = [
+    # id, candidate, production, passed, failed, comparison, production_f1
+    ("own-data-passes", CAND, PROD_OWN, True, [], "own_data", 0.70),
+    (
+        "same-data-fails-where-own-data-passes",
+        with_baseline(CAND, HARDER_FOR_CAND),
+        PROD_OWN,
+        False,
+        ["beats_production", "label_regression"],
+        "same_data",
+        0.78,
+    ),
+    (
+        "own-data-fails",
+        WEAK_CAND,
+        PROD_OWN,
+        False,
+        ["beats_production", "label_regression"],
+        "own_data",
+        0.70,
+    ),
+    (
+        "same-data-passes-where-own-data-fails",
+        with_baseline(WEAK_CAND, HARDER_DATA),
+        PROD_OWN,
+        True,
+        [],
+        "same_data",
+        0.60,
+    ),
+    (
+        "baseline-of-another-version-falls-back-to-own-data",
+        with_baseline(CAND, HARDER_FOR_CAND, version="prod-v0"),
+        PROD_OWN,
+        True,
+        [],
+        "own_data",
+        0.70,
+    ),
+    (
+        "production-without-version-falls-back-to-own-data",
+        with_baseline(CAND, HARDER_FOR_CAND),
+        {k: v for k, v in PROD_OWN.items() if k != "model_version"},
+        True,
+        [],
+        "own_data",
+        0.70,
+    ),
+    (
+        "same-data-ignores-productions-own-unreadable-scores",
+        with_baseline(WEAK_CAND, HARDER_DATA),
+        {"model_version": PROD_V, "test": {"oops": 1}},
+        True,
+        [],
+        "same_data",
+        0.60,
+    ),
+    (
+        "first-model-ignores-baseline",
+        with_baseline(WEAK_CAND, HARDER_FOR_CAND),
+        None,
+        True,
+        [],
+        None,
+        None,
+    ),
+    (
+        "first-model-ignores-even-a-malformed-baseline",
+        {**WEAK_CAND, "production_baseline": "junk"},
+        None,
+        True,
+        [],
+        None,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "production", "passed", "failed", "comparison", "production_f1"),
+    [c[1:] for c in COMPARISON_CASES],
+    ids=[c[0] for c in COMPARISON_CASES],
+)
+def test_production_scores_come_from_the_matching_baseline(
+    candidate, production, passed, failed, comparison, production_f1
+):
+    d = gating.decide(candidate, production, T)
+    assert (d.passed, d.failed, d.comparison) == (passed, failed, comparison)
+    assert d.production_f1 == production_f1
+    out = d.to_dict()
+    assert json.loads(json.dumps(out)) == out
+    assert out["comparison"] == comparison
+    codes = [c["code"] for c in out["checks"]]
+    if comparison is None:
+        assert "first_model" in codes
+        assert not {"comparison_same_data", "comparison_own_data"} & set(codes)
+    else:
+        # Exactly one passing check records where the production scores came from.
+        (check,) = [c for c in out["checks"] if c["code"].startswith("comparison_")]
+        assert check["code"] == f"comparison_{comparison}" and check["passed"]
+        assert check["detail"]
+
+
+def test_own_data_comparison_says_why_in_the_summary():
+    no_baseline = gating.decide(CAND, PROD_OWN, T)
+    assert "production scored on its own training run's test split" in no_baseline.summary()
+    assert "no production_baseline" in no_baseline.summary()
+    stale = gating.decide(with_baseline(CAND, HARDER_FOR_CAND, version="prod-v0"), PROD_OWN, T)
+    (check,) = [c for c in stale.checks if c.code == gating.COMPARISON_OWN_DATA]
+    assert "prod-v0" in check.detail and PROD_V in check.detail
+    assert check.detail in stale.summary()
+    same = gating.decide(with_baseline(CAND, HARDER_FOR_CAND), PROD_OWN, T)
+    assert "re-scored on the candidate's data" in same.summary()
+    (check,) = [c for c in same.checks if c.code == gating.COMPARISON_SAME_DATA]
+    assert PROD_V in check.detail
+
+
+def test_same_data_split_is_the_preferred_one_candidate_and_baseline_share():
+    cand_both = {**CAND, **metrics(0.5, "dev", DISEASE=0.5, TREATMENT=0.5)}
+    base_dev = metrics(0.45, "dev", DISEASE=0.45, TREATMENT=0.45)
+    base_test = metrics(0.6, DISEASE=0.6, TREATMENT=0.6)
+    # Both splits in both: test. Production's own metrics have dev only: irrelevant.
+    prod_dev_only = prod(0.9, "dev", DISEASE=0.9, TREATMENT=0.9)
+    d = gating.decide(with_baseline(cand_both, base_dev, base_test), prod_dev_only, T)
+    assert (d.split, d.production_f1, d.comparison) == ("test", 0.6, "same_data")
+    # The baseline has dev only (e.g. a hand-made one): dev.
+    d = gating.decide(with_baseline(cand_both, base_dev), PROD_OWN, T)
+    assert (d.split, d.candidate_f1, d.production_f1) == ("dev", 0.5, 0.45)
+    # No split in common: the candidate's metrics are inconsistent.
+    d = gating.decide(with_baseline(CAND, base_dev), PROD_OWN, T)
+    assert not d.passed and d.failed == ["invalid_metrics"] and d.comparison is None
+
+
+@pytest.mark.parametrize(
+    "baseline",
+    [
+        None,
+        "prod-v1",
+        [],
+        {},
+        {"test": HARDER_DATA["test"]},  # no model_version
+        {"model_version": 1, "test": HARDER_DATA["test"]},
+        {"model_version": "", "test": HARDER_DATA["test"]},
+        {"model_version": PROD_V},  # no split
+        {"model_version": PROD_V, "test": [0.6]},
+        {"model_version": PROD_V, "test": {"per_label": {}}},
+        {"model_version": PROD_V, "test": {"ents_f": 1.5, "per_label": {}}},
+        {"model_version": PROD_V, "test": {"ents_f": 0.6, "per_label": {"DISEASE": {"p": 1}}}},
+        {"model_version": PROD_V, "test": {"ents_f": 0.6, "per_label": {"D": {"f": "0.6"}}}},
+        # Valid test block, broken dev block: every block present must be valid.
+        {"model_version": PROD_V, **HARDER_DATA, "dev": {"ents_f": float("nan"), "per_label": {}}},
+        # Malformed even though its version does not match: still the candidate's bad metrics.
+        {"model_version": "prod-v0", "test": {"ents_f": 0.6}},
+    ],
+)
+def test_malformed_baseline_fails_the_gate_as_invalid_metrics(baseline):
+    d = gating.decide({**CAND, "production_baseline": baseline}, PROD_OWN, T)
+    assert not d.passed and d.failed == ["invalid_metrics"]
+    assert "production_baseline" in d.summary()
+    assert d.to_dict()["comparison"] is None
+
+
+def test_evaluate_rejects_unknown_comparison():
+    c = gating.scores_from_metrics(CAND, "test")
+    with pytest.raises(ValueError, match="comparison"):
+        gating.evaluate(c, c, T, comparison="vibes")

@@ -103,6 +103,16 @@ def test_training_run_is_recorded_in_mlflow(job, monkeypatch):
     assert run.data.tags["model_version"] == metrics["model_version"]
     assert run.data.tags["model_artifact_uri"].endswith("model.tar.gz")
     assert run.data.tags["sagemaker.training_job_name"] == JOB_NAME
+    # The register step rebuilds this run from metrics.json alone (the deployed job is
+    # network-isolated): same params and metrics as the job logged itself.
+    from clinical_ner.tracking import run_record
+
+    rebuilt = run_record(
+        metrics, job_name=JOB_NAME, artifact_uri=run.data.tags["model_artifact_uri"]
+    )
+    assert run.data.params == {k: v[:500] for k, v in rebuilt.params.items()}
+    assert run.data.metrics == pytest.approx(rebuilt.metrics)
+    assert rebuilt.tags.items() <= run.data.tags.items()
 
 
 # --------------------------------------------------------------------------- failures

@@ -215,6 +215,7 @@ def test_run_record_from_metrics_json():
         "config_sha256": "c" * 64,
         "training_data": {"s3://b/train.jsonl": "a" * 64},
         "data_reports": {"train": {"docs": 100}},
+        "production_baseline": {"model_version": "clinical-ner-prod", "dev": {"ents_f": 0.7}},
     }
     record = run_record(
         metrics_doc,
@@ -244,6 +245,7 @@ def test_run_record_from_metrics_json():
         "model_version": "clinical-ner-abc",
         "model_artifact_uri": "s3://b/models/job-1/output/model.tar.gz",
         "dev_source": "dev files",
+        "production_model_version": "clinical-ner-prod",
         JOB_TAG: "job-1",
         "dataset_version": "ds-0123456789abcdef",
     }
