@@ -87,6 +87,7 @@ class LocalAws:
                 "local mode needs moto's server: pip install 'moto[server]'"
             ) from exc
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        install_sagemaker_update_endpoint()
         server = ThreadedMotoServer(ip_address=LOOPBACK, port=self._port, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
@@ -207,6 +208,40 @@ class LocalAws:
             "config", Config(retries={"max_attempts": 2, "mode": "standard"}, proxies={})
         )
         return self.session().client(service, **kwargs)
+
+
+def install_sagemaker_update_endpoint() -> None:
+    """Give moto's SageMaker the UpdateEndpoint action it lacks (moto 5.2).
+
+    A second deployment updates the endpoint to a new config. Like moto's CreateEndpoint, the
+    endpoint is InService at once, serving the new config's variants; deployment guardrails
+    (blue/green, rollback alarms) are not emulated (docs/local-mode.md, limits).
+    """
+    from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
+
+    if hasattr(SageMakerResponse, "update_endpoint"):
+        return
+
+    def update_endpoint(self: Any) -> Any:
+        backend = self.sagemaker_backend
+        name = self._get_param("EndpointName")
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise ValidationError(message=f"Could not find endpoint '{name}'.")
+        config_name = self._get_param("EndpointConfigName")
+        config = backend.describe_endpoint_config(config_name)  # raises when it is missing
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(
+            config["ProductionVariants"]
+        )
+        endpoint.endpoint_status = "InService"
+        endpoint.last_modified_time = utcnow()
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    SageMakerResponse.update_endpoint = update_endpoint
 
 
 def _no_proxy_opener() -> urllib.request.OpenerDirector:

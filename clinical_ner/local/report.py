@@ -350,6 +350,17 @@ def write_report(result: Any) -> Path:
             f"`{json.dumps(rt['executions'])}`, input `{json.dumps(rt['execution_input'])}`",
             "",
         ]
+        rex = rt.get("execution") or {}
+        if rex:
+            gate = rt.get("gate") or {}
+            md += [
+                "The started execution then ran on the local interpreter, as Step Functions "
+                f"would run it: **{rex['status']}** ({' -> '.join(rex['states'])}).",
+                "",
+                f"Gate (`comparison: {gate.get('comparison')}`): passed "
+                f"**{gate.get('passed')}** - {gate.get('summary', 'n/a')}",
+                "",
+            ]
     else:
         md += [f"Not invoked: {rt.get('reason', 'n/a')}", ""]
 
@@ -374,8 +385,10 @@ def write_report(result: Any) -> Path:
     ]
     md += ["## Timings", ""]
     md += [*_table(["phase", "seconds"], [[k, v] for k, v in result.timings.items()]), ""]
-    executions = [("training", result.training_execution)] + [
-        (f"extraction-{i}", r) for i, r in enumerate(result.extraction_runs)
+    executions = [
+        ("training", result.training_execution),
+        *[(f"extraction-{i}", r) for i, r in enumerate(result.extraction_runs)],
+        ("retraining", (result.retraining or {}).get("execution") or {}),
     ]
     for label, ex in executions:
         if not ex:

@@ -32,7 +32,9 @@ What runs, in order (docs/local-mode.md has the full list of what is real and wh
    runs three times: the notes (bundled, bad records included, plus a reference window), an
    in-distribution window and a shifted window, each followed by the real drift monitor.
 5. The Athena named queries in DuckDB over the published Parquet; the retraining trigger Lambda
-   against moto's Step Functions when the drift decision asks for retraining.
+   against moto's Step Functions when the drift decision asks for retraining, then the
+   execution it started, on the local interpreter: it trains against the production model
+   (``TrainAgainstProduction``), gates like with like and redeploys.
 6. A report (`clinical_ner.local.report`): ``<output>/report.md`` + PNG plots.
 
 PHI: nothing here logs note text; the report shows entities of the SYNTHETIC notes only (for
@@ -1122,7 +1124,8 @@ def run(opts: RunOptions) -> LocalRunResult:
                 _run_queries(pipeline, result, progress)
                 t = mark("queries", t)
                 _maybe_retrain(pipeline, result, progress)
-                t = mark("retraining_trigger", t)
+                result.registry = _registry_status(aws, pipeline)
+                t = mark("retraining", t)
             else:
                 result.missing.append("no Extraction stack in the synthesized app")
         except LocalRunError as exc:
@@ -1450,6 +1453,15 @@ def _maybe_retrain(pipeline: LocalPipeline, result: LocalRunResult, progress: Pr
         "executions": [{"name": e["name"], "status": e["status"]} for e in executions],
         "execution_input": started_input,
     }
+    if not isinstance(started_input, dict):
+        return
+    # moto only records the execution; run it here, as Step Functions would. A model is in
+    # production now, so this run trains against it and the gate compares like with like.
+    ex = pipeline.execute("Training", started_input, "retraining")
+    result.retraining["execution"] = _execution_summary(ex)
+    result.retraining["gate"] = (ex.output or {}).get("gate") or {}
+    if not ex.succeeded:
+        raise LocalRunError(f"the retraining execution ended {ex.status}: {ex.error} ({ex.cause})")
 
 
 def as_jsonable(result: LocalRunResult) -> dict[str, Any]:

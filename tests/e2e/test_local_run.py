@@ -3,8 +3,9 @@
 One run (module fixture) synthesizes the CDK app, runs the training state machine as
 synthesized (Glue script on local Spark, `train` subprocess, real Lambdas against moto, the
 `serve` process as endpoint), the extraction state machine three times (notes + reference
-window, in-distribution window, shifted window), the named queries in DuckDB, and the
-retraining trigger. About 1.5-2 minutes on 2 cores; everything stays on 127.0.0.1.
+window, in-distribution window, shifted window), the named queries in DuckDB, the retraining
+trigger and the retraining execution it starts (trained against the production model). About
+2 minutes on 2 cores; everything stays on 127.0.0.1.
 
 The unsupported-construct check of the state-machine runner is
 ``tests/unit/test_asl.py::test_unsupported_constructs_fail_loudly`` (and
@@ -75,10 +76,12 @@ def test_training_pipeline_registers_approves_and_deploys(local_run):
         "VerifyDeployment",
     } <= set(ex["states"])
     assert local_run.gate["passed"] is True
-    [package] = local_run.registry
-    assert package["status"] == "Approved"
-    assert package["model_data_url"].startswith("s3://clinical-ner-local-lake/models/")
-    assert [m["message"]["event"] for m in local_run.sns_messages] == ["model_deployed"]
+    assert local_run.gate["comparison"] is None  # the first model: nothing to compare with
+    first = next(p for p in local_run.registry if str(p["version"]) == "1")
+    assert first["status"] == "Approved"
+    assert first["model_data_url"].startswith("s3://clinical-ner-local-lake/models/")
+    # the first deployment, then the retraining's (test_drift_retraining_...)
+    assert [m["message"]["event"] for m in local_run.sns_messages] == ["model_deployed"] * 2
     prepared = next(g for g in local_run.glue_reports if "dataset_version" in g)
     assert prepared["docs_total"] > 100
 
@@ -86,14 +89,18 @@ def test_training_pipeline_registers_approves_and_deploys(local_run):
 def test_register_step_logs_the_run_to_the_tracking_server(local_run):
     """The synthesized register Lambda, its env naming the tracking server's ARN, reaches the
     local mlflow server through the same SigV4 REST client it uses in AWS."""
-    t = local_run.tracking
+    t = local_run.tracking  # the latest register step: the retraining's candidate
     assert t["status"] == "logged" and t["run_status"] == "FINISHED", t
-    [package] = local_run.registry
+    latest = next(p for p in local_run.registry if str(p["version"]) == "2")
     assert t["tags"]["sagemaker.model_package_arn"] == t["model_package_arn"]
-    assert t["tags"]["model_artifact_uri"] == package["model_data_url"]
+    assert t["model_package_arn"].endswith("/2")
+    assert t["tags"]["model_artifact_uri"] == latest["model_data_url"]
     assert t["tags"]["dataset_version"].startswith("ds-")
+    assert t["tags"]["trigger"] == "drift"
     assert t["experiment"] == "clinical-ner-dev"
-    assert t["metrics"]["dev_f1"] == local_run.metrics["summary"]["dev_f1"]
+    job = local_run.training_jobs[-1]
+    assert t["metrics"]["dev_f1"] == job.metrics["summary"]["dev_f1"]
+    assert t["metrics"]["production_test_f1"] == job.metrics["summary"]["production_test_f1"]
     assert t["params"] >= 5
 
 
@@ -160,6 +167,23 @@ def test_moderate_drift_starts_one_retraining_execution(local_run):
     assert rt["second_call"]["started"] is False  # debounced
     assert len(rt["executions"]) == 1
     assert rt["execution_input"]["trigger"] == "drift"
+
+
+def test_drift_retraining_trains_against_production_and_redeploys(local_run):
+    """The execution the trigger started runs: a model is in production now, so the job
+    scores it on the new candidate's data and the gate compares like with like."""
+    rt = local_run.retraining
+    states = rt["execution"]["states"]
+    assert rt["execution"]["status"] == "SUCCEEDED", rt["execution"]
+    assert "TrainAgainstProduction" in states and "Train" not in states
+    assert states[-1] == "Deployed"
+    assert rt["gate"]["comparison"] == "same_data" and rt["gate"]["passed"] is True
+    first_job, retrain_job = local_run.training_jobs
+    baseline = retrain_job.metrics["production_baseline"]
+    assert baseline["model_version"] == first_job.metrics["model_version"]
+    assert set(baseline) >= {"dev", "test"}
+    statuses = {str(p["version"]): p["status"] for p in local_run.registry}
+    assert statuses == {"1": "Approved", "2": "Approved"}
 
 
 def test_runner_rejects_a_definition_it_cannot_run():

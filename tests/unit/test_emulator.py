@@ -64,3 +64,37 @@ def test_stops_cleanly_and_frees_the_port():
     with socket.socket() as sock:  # nothing listens any more
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     emulator.stop()  # idempotent
+
+
+def test_update_endpoint_switches_to_the_new_config(aws):
+    from botocore.exceptions import ClientError
+
+    sm = aws.client("sagemaker")
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ner:1"
+    role = "arn:aws:iam::123456789012:role/model"
+    for n in ("1", "2"):
+        sm.create_model(
+            ModelName=f"m{n}",
+            PrimaryContainer={"Image": image, "ModelDataUrl": f"s3://b/{n}/model.tar.gz"},
+            ExecutionRoleArn=role,
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=f"c{n}",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": f"m{n}",
+                    "ServerlessConfig": {"MemorySizeInMB": 3072, "MaxConcurrency": 2},
+                }
+            ],
+        )
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName="c1")
+    arn = sm.update_endpoint(EndpointName="ep", EndpointConfigName="c2")["EndpointArn"]
+    desc = sm.describe_endpoint(EndpointName="ep")
+    assert desc["EndpointArn"] == arn
+    assert desc["EndpointConfigName"] == "c2" and desc["EndpointStatus"] == "InService"
+    with pytest.raises(ClientError, match="Could not find endpoint"):
+        sm.update_endpoint(EndpointName="nope", EndpointConfigName="c2")
+    with pytest.raises(ClientError):
+        sm.update_endpoint(EndpointName="ep", EndpointConfigName="missing")
+    assert sm.describe_endpoint(EndpointName="ep")["EndpointConfigName"] == "c2"
