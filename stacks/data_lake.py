@@ -219,6 +219,7 @@ class DataLakeStack(Stack):
             ("curated", "curated/"),
             ("models", lake.models),
             ("monitoring", lake.monitoring),
+            ("experiments", lake.experiments),
             ("job-state", lake.job_state),
             ("run-reports", lake.run_reports),
         ):

@@ -121,6 +121,7 @@ def test_lake_lifecycle_follows_the_stage_config(synth):
     for rid, prefix in (
         ("curated-noncurrent-versions", "curated/"),
         ("models-noncurrent-versions", "models/"),
+        ("experiments-noncurrent-versions", "mlflow/"),  # MLflow run artifacts are kept
     ):
         assert rules[rid]["Prefix"] == prefix
         assert "ExpirationInDays" not in rules[rid]  # current models/curated data never expire
