@@ -23,16 +23,16 @@ from aws_cdk import aws_glue as glue
 from constructs import Construct
 
 from clinical_ner.analytics import QUERIES
-from clinical_ner.schemas import ENTITY_SCHEMA, NOTE_SCHEMA, PARTITION_COLUMN
+from clinical_ner.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
 from clinical_ner.stage_config import StageConfig
 from stacks.data_lake import DataLakeStack
-from stacks.data_prep import PARTITION_RANGE_START, DataPrepStack
+from stacks.data_prep import DataPrepStack
+from stacks.glue_tables import partitioned_parquet_table
 
 # Bytes one query may scan before Athena cancels it (10 GiB dev, 100 GiB otherwise): a
 # runaway cross join over years of entities stops at a known cost ($5/TB scanned).
 SCAN_LIMIT_BYTES = {"dev": 10 * 1024**3, "staging": 100 * 1024**3, "prod": 100 * 1024**3}
 RESULTS_PREFIX = "validation-team/"
-_COMMENT_MAX = 255
 
 
 class AnalyticsStack(Stack):
@@ -115,67 +115,13 @@ class AnalyticsStack(Stack):
     def _table(
         self, cid: str, name: str, schema: pa.Schema, location: str, description: str
     ) -> glue.CfnTable:
-        columns = [
-            glue.CfnTable.ColumnProperty(name=f.name, type=glue_type(f.type), comment=_comment(f))
-            for f in schema
-            if f.name != PARTITION_COLUMN
-        ]
-        return glue.CfnTable(
+        return partitioned_parquet_table(
             self,
             cid,
             catalog_id=self.account,
             database_name=self.database_name,
-            table_input=glue.CfnTable.TableInputProperty(
-                name=name,
-                description=description,
-                table_type="EXTERNAL_TABLE",
-                parameters={
-                    "classification": "parquet",
-                    "EXTERNAL": "TRUE",
-                    "projection.enabled": "true",
-                    "projection.dt.type": "date",
-                    "projection.dt.format": "yyyy-MM-dd",
-                    "projection.dt.range": f"{PARTITION_RANGE_START},NOW",
-                    "projection.dt.interval": "1",
-                    "projection.dt.interval.unit": "DAYS",
-                    "storage.location.template": location + "dt=${dt}/",
-                },
-                partition_keys=[
-                    glue.CfnTable.ColumnProperty(
-                        name=PARTITION_COLUMN, type="string", comment="UTC run date, YYYY-MM-DD"
-                    )
-                ],
-                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    columns=columns,
-                    location=location,
-                    input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-                    output_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
-                    serde_info=glue.CfnTable.SerdeInfoProperty(
-                        serialization_library=(
-                            "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-                        )
-                    ),
-                ),
-            ),
+            name=name,
+            description=description,
+            schema=schema,
+            location=location,
         )
-
-
-def glue_type(t: pa.DataType) -> str:
-    """Glue/Hive column type of an Arrow type used by the record contracts."""
-    for check, name in (
-        (pa.types.is_string, "string"),
-        (pa.types.is_int32, "int"),
-        (pa.types.is_int64, "bigint"),
-        (pa.types.is_float32, "float"),
-        (pa.types.is_float64, "double"),
-        (pa.types.is_boolean, "boolean"),
-        (pa.types.is_timestamp, "timestamp"),
-    ):
-        if check(t):
-            return name
-    raise TypeError(f"no Glue type for {t}")
-
-
-def _comment(f: pa.Field) -> str:
-    text = (f.metadata or {}).get(b"description", b"").decode()
-    return text if len(text) <= _COMMENT_MAX else text[: _COMMENT_MAX - 3] + "..."

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -20,6 +20,7 @@ from constructs import Construct
 
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
+from stacks.retention import removal_policy
 
 ABORT_INCOMPLETE_UPLOADS_DAYS = 7
 
@@ -34,7 +35,7 @@ class DataLakeStack(Stack):
         self.config = config
         self.layout = config.lake
         r = config.retention
-        removal = RemovalPolicy.RETAIN if r.retain_on_delete else RemovalPolicy.DESTROY
+        removal = removal_policy(config)
 
         self.key = kms.Key(
             self,

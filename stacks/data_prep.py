@@ -30,12 +30,12 @@ from clinical_ner.schemas import QUARANTINE_SCHEMA
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
+from stacks.glue_tables import partitioned_parquet_table
 from stacks.iam_roles import service_role
 from stacks.packaging import REPO_ROOT, build_core_zip
+from stacks.retention import removal_policy
 
 GLUE_VERSION = "5.0"  # Spark 3.5.4, Python 3.11, Java 17
-PARTITION_RANGE_START = "2024-01-01"
-_GLUE_COMMENT_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,7 @@ class DataPrepStack(Stack):
         self.config = config
         lake = config.lake
         bucket, key = data_lake.lake, data_lake.key
-        removal = (
-            RemovalPolicy.RETAIN if config.retention.retain_on_delete else RemovalPolicy.DESTROY
-        )
+        removal = removal_policy(config)
         self.bucket_name = bucket.bucket_name
 
         self.core_package = s3_assets.Asset(
@@ -190,50 +188,15 @@ class DataPrepStack(Stack):
     def _table(
         self, cid: str, name: str, schema: pa.Schema, location: str, description: str
     ) -> glue.CfnTable:
-        columns = [
-            glue.CfnTable.ColumnProperty(name=f.name, type=_glue_type(f.type), comment=_comment(f))
-            for f in schema
-            if f.name != "dt"
-        ]
-        table = glue.CfnTable(
+        table = partitioned_parquet_table(
             self,
             cid,
             catalog_id=self.account,
             database_name=self.database_name,
-            table_input=glue.CfnTable.TableInputProperty(
-                name=name,
-                description=description,
-                table_type="EXTERNAL_TABLE",
-                parameters={
-                    "classification": "parquet",
-                    "EXTERNAL": "TRUE",
-                    "projection.enabled": "true",
-                    "projection.dt.type": "date",
-                    "projection.dt.format": "yyyy-MM-dd",
-                    "projection.dt.range": f"{PARTITION_RANGE_START},NOW",
-                    "projection.dt.interval": "1",
-                    "projection.dt.interval.unit": "DAYS",
-                    "storage.location.template": location + "dt=${dt}/",
-                },
-                partition_keys=[
-                    glue.CfnTable.ColumnProperty(
-                        name="dt", type="string", comment="UTC run date, YYYY-MM-DD"
-                    )
-                ],
-                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    columns=columns,
-                    location=location,
-                    input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-                    output_format=(
-                        "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
-                    ),
-                    serde_info=glue.CfnTable.SerdeInfoProperty(
-                        serialization_library=(
-                            "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-                        )
-                    ),
-                ),
-            ),
+            name=name,
+            description=description,
+            schema=schema,
+            location=location,
         )
         table.add_resource_dependency(self.database)
         return table
@@ -404,26 +367,3 @@ class DataPrepStack(Stack):
             "cloudwatch:PutMetricData supports no resource-level permissions; the statement "
             "is restricted by the cloudwatch:namespace=Glue condition to Glue job metrics.",
         )
-
-
-def _glue_type(t: pa.DataType) -> str:
-    if pa.types.is_string(t):
-        return "string"
-    if pa.types.is_int32(t):
-        return "int"
-    if pa.types.is_int64(t):
-        return "bigint"
-    if pa.types.is_float32(t):
-        return "float"
-    if pa.types.is_float64(t):
-        return "double"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_timestamp(t):
-        return "timestamp"
-    raise TypeError(f"no Glue type for {t}")
-
-
-def _comment(f: pa.Field) -> str:
-    text = (f.metadata or {}).get(b"description", b"").decode()
-    return text if len(text) <= _GLUE_COMMENT_MAX else text[: _GLUE_COMMENT_MAX - 3] + "..."

@@ -40,6 +40,7 @@ from stacks.data_prep import DataPrepStack
 from stacks.iam_roles import service_role
 from stacks.lambda_functions import vpc_step_function
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
+from stacks.retention import removal_policy
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import container_statements
 from stacks.training import TrainingStack, build_layer_zip
@@ -78,9 +79,7 @@ class ExtractionStack(Stack):
         prefix = config.resource_prefix
         names = extraction_names(prefix)
         self.names = names
-        removal = (
-            RemovalPolicy.RETAIN if config.retention.retain_on_delete else RemovalPolicy.DESTROY
-        )
+        removal = removal_policy(config)
         key = data_lake.key
         bucket = data_lake.lake
         partition, region, account = self.partition, self.region, self.account

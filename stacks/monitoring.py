@@ -42,6 +42,7 @@ from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.iam_roles import service_role
 from stacks.packaging import REPO_ROOT
+from stacks.retention import removal_policy
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
 ALARM_PERIOD = Duration.hours(1)
@@ -75,9 +76,7 @@ class MonitoringStack(Stack):
         self.config = config
         prefix = config.resource_prefix
         stage = config.stage.value
-        removal = (
-            RemovalPolicy.RETAIN if config.retention.retain_on_delete else RemovalPolicy.DESTROY
-        )
+        removal = removal_policy(config)
 
         # ------------------------------------------------------------ alerts topic
         self.alerts_key = kms.Key(

@@ -38,21 +38,28 @@ def package_files(root: Path = REPO_ROOT) -> list[Path]:
     return sorted(found, key=lambda p: p.as_posix())
 
 
-def build_core_zip(root: Path = REPO_ROOT, out_dir: Path | None = None) -> Path:
-    """Write ``clinical_ner-<sha12>.zip`` (content-addressed) and return its path."""
+def build_core_zip(
+    root: Path = REPO_ROOT, out_dir: Path | None = None, *, layer: bool = False
+) -> Path:
+    """Write ``clinical_ner-<sha12>.zip`` (content-addressed) and return its path.
+
+    With `layer`, entries go under ``python/`` (the Lambda layer layout) and the file is
+    ``clinical_ner-layer-<sha12>.zip``.
+    """
     files = package_files(root)
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.as_posix().encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     out_dir = out_dir or Path(tempfile.gettempdir()) / "clinical-ner-build"
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{PACKAGE}-{digest.hexdigest()[:12]}.zip"
+    kind, arc_prefix = ("-layer", "python/") if layer else ("", "")
+    target = out_dir / f"{PACKAGE}{kind}-{digest.hexdigest()[:12]}.zip"
     if target.exists():
         return target
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for rel in files:
-            info = zipfile.ZipInfo(rel.as_posix(), date_time=_FIXED_TIME)
+            info = zipfile.ZipInfo(arc_prefix + rel.as_posix(), date_time=_FIXED_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, (root / rel).read_bytes())

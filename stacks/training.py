@@ -23,9 +23,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +47,8 @@ from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.iam_roles import service_role
 from stacks.lambda_functions import vpc_step_function
-from stacks.packaging import REPO_ROOT, package_files
+from stacks.packaging import REPO_ROOT, build_core_zip
+from stacks.retention import removal_policy
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import container_statements
 from stacks.serving import serving_names
@@ -77,7 +75,6 @@ MLFLOW_ACTIONS = (
     "SetTag",
 )
 FUNCTIONS = ("resolve_dataset", "register_model", "gate_model", "approve_or_reject", "deploy_model")
-_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Lake object prefixes each function's policy grants (acknowledged per prefix).
 LAKE_PREFIXES = {
     "resolve_dataset": ("curated/training/",),
@@ -90,23 +87,7 @@ LAKE_PREFIXES = {
 
 def build_layer_zip(root: Path = REPO_ROOT, out_dir: Path | None = None) -> Path:
     """The core package as a Lambda layer (``python/clinical_ner/...``), deterministic bytes."""
-    files = package_files(root)
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(rel.as_posix().encode() + b"\0" + (root / rel).read_bytes() + b"\0")
-    out_dir = out_dir or Path(tempfile.gettempdir()) / "clinical-ner-build"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"clinical_ner-layer-{digest.hexdigest()[:12]}.zip"
-    if not target.exists():
-        partial = target.with_suffix(".tmp")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for rel in files:
-                info = zipfile.ZipInfo(f"python/{rel.as_posix()}", date_time=_FIXED_TIME)
-                info.external_attr = 0o644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(info, (root / rel).read_bytes())
-        partial.replace(target)
-    return target
+    return build_core_zip(root, out_dir, layer=True)
 
 
 def image_excludes(root: Path = REPO_ROOT) -> list[str]:
@@ -134,9 +115,7 @@ class TrainingStack(Stack):
         lake = config.lake
         prefix = config.resource_prefix
         names = serving_names(config)
-        removal = (
-            RemovalPolicy.RETAIN if config.retention.retain_on_delete else RemovalPolicy.DESTROY
-        )
+        removal = removal_policy(config)
         partition, region, account = self.partition, self.region, self.account
         bucket, lake_key = data_lake.lake, data_lake.key
 

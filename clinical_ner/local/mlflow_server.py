@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,6 @@ START_TIMEOUT_SECONDS = 90
 
 class MlflowServerError(RuntimeError):
     """The MLflow server could not be started (the log file has the details)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mlflow_installed() -> bool:
@@ -60,8 +53,10 @@ class LocalMlflowServer:
     def start(self) -> LocalMlflowServer:
         if not mlflow_installed():
             raise MlflowServerError("the mlflow package (with its server) is not installed")
+        from clinical_ner.local.runner import free_port
+
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         started = time.monotonic()
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
