@@ -12,6 +12,10 @@ Three steps, each one Lambda invocation driven by the training state machine:
     (5xx errors, model latency). Serverless variants cannot use guardrails, so the pipeline
     implements the equivalent (see ``verify``). Provisioned models run in the VPC with network
     isolation and a KMS-encrypted volume; SageMaker supports none of the three on serverless.
+    Provisioned endpoint configs also turn on SageMaker data capture (`data_capture_config`):
+    request and response of a sampled share of invocations, KMS-encrypted, to the lake's
+    ``monitoring/capture/`` prefix, which the drift monitor reads (`clinical_ner.capture`).
+    SageMaker does not capture serverless variants, so those configs carry no capture.
 ``status``
     Poll the endpoint: ``in_progress`` / ``deployed`` (InService on the new config) /
     ``rolled_back`` (InService on another config: guardrails rolled back) / ``failed``. Once
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clinical_ner.aws_runtime import EndpointBusyError, PipelineStepError
+from clinical_ner.capture import JSON_CONTENT_TYPES
 from clinical_ner.stage_config import ServerlessEndpoint
 
 VARIANT = "AllTraffic"
@@ -53,6 +58,8 @@ class DeploySettings:
     min_instances: int = 1
     max_instances: int = 4
     invocations_per_instance: float = 200.0  # target tracking: invocations/min/instance
+    capture_s3_uri: str = ""  # data capture destination; "" = no capture
+    capture_sampling_percentage: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DeploySettings:
@@ -78,6 +85,8 @@ class DeploySettings:
             bake_seconds=int(e.get("BAKE_SECONDS", "600")),
             min_instances=int(e.get("MIN_INSTANCES", "1")),
             max_instances=int(e.get("MAX_INSTANCES", "4")),
+            capture_s3_uri=e.get("CAPTURE_S3_URI", ""),
+            capture_sampling_percentage=int(e.get("CAPTURE_SAMPLING_PERCENTAGE", "0")),
         )
 
 
@@ -103,6 +112,33 @@ def production_variant(model_name: str, s: DeploySettings) -> dict[str, Any]:
             "MemorySizeInMB": s.endpoint.memory_mb,
             "MaxConcurrency": s.endpoint.max_concurrency,
         },
+    }
+
+
+def data_capture_config(s: DeploySettings) -> dict[str, Any] | None:
+    """SageMaker data capture of the endpoint config, or None where there is none.
+
+    None for serverless variants (SageMaker does not support capture on them), when no
+    destination is configured or when the sampling percentage is 0. Captured payloads hold
+    note text (PHI): capture is refused without the KMS key that encrypts it.
+    """
+    if not s.endpoint.provisioned or not s.capture_s3_uri or s.capture_sampling_percentage <= 0:
+        return None
+    if not s.kms_key_arn:
+        raise PipelineStepError(
+            "data capture is configured but KMS_KEY_ARN is not: captured notes are PHI and are "
+            "only written KMS-encrypted"
+        )
+    if not 0 < s.capture_sampling_percentage <= 100:
+        raise PipelineStepError("capture sampling percentage must be in 1..100")
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": s.capture_sampling_percentage,
+        "DestinationS3Uri": s.capture_s3_uri,
+        "KmsKeyId": s.kms_key_arn,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        # JSON bodies are stored as text (encoding JSON) instead of base64.
+        "CaptureContentTypeHeader": {"JsonContentTypes": list(JSON_CONTENT_TYPES)},
     }
 
 
@@ -171,6 +207,7 @@ def deploy(
     name = resource_names(
         s.endpoint_name, package.get("ModelPackageVersion", "0"), now or dt.datetime.now(dt.UTC)
     )
+    capture = data_capture_config(s)  # refuses a misconfiguration before creating anything
     model: dict[str, Any] = {
         "ModelName": name,
         "ExecutionRoleArn": s.model_role_arn,
@@ -190,6 +227,8 @@ def deploy(
     }
     if s.endpoint.provisioned and s.kms_key_arn:
         config["KmsKeyId"] = s.kms_key_arn
+    if capture is not None:
+        config["DataCaptureConfig"] = capture
     sm.create_endpoint_config(**config)
 
     previous = None if current is None else current.get("EndpointConfigName")
@@ -210,6 +249,7 @@ def deploy(
         "previous_endpoint_config_name": previous or "",
         "variant": "provisioned" if s.endpoint.provisioned else "serverless",
         "guardrails": guardrails,
+        "data_capture": capture is not None,
         "model_package_arn": package_arn,
     }
 

@@ -39,18 +39,18 @@ def _check_run_id(run_id: str) -> str:
     return run_id
 
 
-def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return sorted(keys)
 
 
-def _get_json(s3: Any, bucket: str, key: str) -> Any:
+def get_json(s3: Any, bucket: str, key: str) -> Any:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
 
     try:
@@ -62,7 +62,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
-def _put_metrics(cw: Any, data: list[dict[str, Any]]) -> None:
+def put_metrics(cw: Any, data: list[dict[str, Any]]) -> None:
     from clinical_ner.monitoring import NAMESPACE, chunks
 
     for chunk in chunks(data):
@@ -73,9 +73,9 @@ def find_validate_report(s3: Any, bucket: str, run_id: str) -> tuple[str, dict[s
     """(key, report) of the validate_notes run `run_id`."""
     _check_run_id(run_id)
     prefix = f"{LAKE.run_reports}{VALIDATE_JOB}/"
-    for key in reversed(_keys(s3, bucket, prefix)):  # newest partitions last in key order
+    for key in reversed(list_keys(s3, bucket, prefix)):  # newest partitions last in key order
         if key.endswith(f"/{run_id}.json"):
-            return key, _get_json(s3, bucket, key)
+            return key, get_json(s3, bucket, key)
     raise PipelineStepError(f"no validate_notes report for run {run_id} under {prefix}")
 
 
@@ -84,7 +84,7 @@ def _curated_keys(s3: Any, bucket: str, dt: str) -> list[str]:
     # Spark part files only: skip _SUCCESS markers and hidden/temporary files.
     return [
         k
-        for k in _keys(s3, bucket, prefix)
+        for k in list_keys(s3, bucket, prefix)
         if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(("_", "."))
     ]
 
@@ -134,7 +134,7 @@ def stage_transform_input(
             s3.put_object(Bucket=bucket, Key=paths["input_key"], Body=body)
     records_in = int(report.get("in", 0))
     quarantined = int(report.get("quarantined", 0))
-    _put_metrics(
+    put_metrics(
         cw,
         pipeline_metric_data(
             stage,
@@ -237,7 +237,7 @@ def publish_extractions(
     _check_run_id(run_id)
     paths = transform_paths(run_id)
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    output_keys = [k for k in _keys(s3, bucket, paths["output_prefix"]) if not k.endswith("/")]
+    output_keys = [k for k in list_keys(s3, bucket, paths["output_prefix"]) if not k.endswith("/")]
     if not output_keys:
         raise PipelineStepError(f"no transform output under {paths['output_prefix']}")
     answers: dict[str, dict[str, object]] = {}
@@ -263,10 +263,10 @@ def publish_extractions(
                 keys.append(key)
             # Remove parts of the same publish run left by an earlier attempt (fewer files).
             part_prefix = f"{prefixes[table]}dt={dt}/part-{result.run_id}-"
-            for stale in set(_keys(s3, bucket, part_prefix)) - set(keys):
+            for stale in set(list_keys(s3, bucket, part_prefix)) - set(keys):
                 s3.delete_object(Bucket=bucket, Key=stale)
             written[table] = keys
-    _put_metrics(
+    put_metrics(
         cw,
         pipeline_metric_data(
             stage,
@@ -342,7 +342,7 @@ def monitor_drift(
 
     now = (now or datetime.now(UTC)).astimezone(UTC)
     ref_key = monitoring.reference_key(LAKE.monitoring, model_version)
-    reference = _get_json(s3, bucket, ref_key) if _exists(s3, bucket, ref_key) else None
+    reference = get_json(s3, bucket, ref_key) if object_exists(s3, bucket, ref_key) else None
     training = None
     if model_data_url:
         raw = read_tar_member(s3, model_data_url, drift.BASELINE_FILE)
@@ -385,7 +385,7 @@ def monitor_drift(
         Body=monitoring.report_json(result.report).encode(),
         ContentType="application/json",
     )
-    _put_metrics(cw, monitoring.drift_metric_data(result.report, stage))
+    put_metrics(cw, monitoring.drift_metric_data(result.report, stage))
     return {
         "decision": result.report["decision"],
         "action": result.report["action"],

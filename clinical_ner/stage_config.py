@@ -106,6 +106,10 @@ class ServerlessEndpoint:
     max_concurrency: int  # 1..200
     provisioned: bool = False  # switch to a real-time instance endpoint
     instance_type: str = "ml.m5.large"
+    # Share of endpoint requests SageMaker data capture writes (input + output) to
+    # monitoring/capture/ for the drift monitor. SageMaker supports capture on provisioned
+    # (instance) variants only; serverless variants are not captured (docs/monitoring.md).
+    capture_sampling_percentage: int = 100
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,9 @@ class Retention:
     athena_results_days: int
     access_logs_days: int
     log_group_days: int  # CloudWatch Logs retention (Glue, Lambda)
+    # Endpoint data capture (note text = PHI) under monitoring/capture/ expires after this;
+    # it must outlive the monitor's window only. Never 0: capture is never kept forever.
+    capture_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,8 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("serverless.memory_mb must be one of 1024, 2048, ..., 6144")
     if not 1 <= s.max_concurrency <= 200:
         errors.append("serverless.max_concurrency must be in 1..200")
+    if not 0 <= s.capture_sampling_percentage <= 100:
+        errors.append("serverless.capture_sampling_percentage must be in 0..100")
     gl = cfg.glue
     if gl.worker_type not in _GLUE_WORKERS:
         errors.append(f"glue.worker_type must be one of {sorted(_GLUE_WORKERS)}")
@@ -230,6 +239,8 @@ def _validate(cfg: StageConfig) -> None:
     ):
         if getattr(r, name) < 0:
             errors.append(f"retention.{name} must be >= 0")
+    if r.capture_days < 1:
+        errors.append("retention.capture_days must be >= 1 (captured notes are PHI)")
     if 0 < r.inference_ia_after_days < 30:
         errors.append("retention.inference_ia_after_days must be 0 or >= 30 (S3 minimum)")
     if r.log_group_days not in _LOG_RETENTION_DAYS:
@@ -260,6 +271,7 @@ _STAGES: dict[Stage, StageConfig] = {
             athena_results_days=7,
             access_logs_days=90,
             log_group_days=30,
+            capture_days=7,
         ),
         gate=GateThresholds(f1_floor=0.50, per_label_regression_tolerance=0.05),
         drift=DriftThresholds(moderate=0.10, severe=0.25, min_window_notes=20),
@@ -281,6 +293,7 @@ _STAGES: dict[Stage, StageConfig] = {
             athena_results_days=30,
             access_logs_days=365,
             log_group_days=90,
+            capture_days=14,
         ),
         gate=GateThresholds(f1_floor=0.60, per_label_regression_tolerance=0.03),
         drift=DriftThresholds(moderate=0.10, severe=0.25),
@@ -303,10 +316,13 @@ _STAGES: dict[Stage, StageConfig] = {
             athena_results_days=30,
             access_logs_days=2192,
             log_group_days=2192,
+            capture_days=30,
         ),
         gate=GateThresholds(f1_floor=0.65, per_label_regression_tolerance=0.02),
         drift=DriftThresholds(moderate=0.10, severe=0.25),
-        serverless=ServerlessEndpoint(memory_mb=6144, max_concurrency=20),
+        serverless=ServerlessEndpoint(
+            memory_mb=6144, max_concurrency=20, capture_sampling_percentage=20
+        ),
         glue=GlueSettings(
             worker_type="G.1X", number_of_workers=4, timeout_minutes=180, max_retries=1
         ),

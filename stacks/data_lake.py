@@ -18,6 +18,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from clinical_ner.capture import capture_prefix
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.retention import removal_policy
@@ -213,6 +214,14 @@ class DataLakeStack(Stack):
                 id="quarantine-expiry",
                 prefix=lake.quarantine,
                 expiration=_days(r.quarantine_days),
+                noncurrent_version_expiration=Duration.days(1),
+            ),
+            # SageMaker endpoint data capture holds note text (PHI): it is kept only as long
+            # as the drift monitor needs it (never forever: capture_days >= 1).
+            s3.LifecycleRule(
+                id="capture-expiry",
+                prefix=capture_prefix(lake.monitoring),
+                expiration=Duration.days(r.capture_days),
                 noncurrent_version_expiration=Duration.days(1),
             ),
         ]

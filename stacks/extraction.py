@@ -24,9 +24,11 @@ from typing import Any
 
 from aws_cdk import CfnParameter, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -42,7 +44,13 @@ from stacks.lambda_functions import vpc_step_function
 from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
 from stacks.retention import removal_policy
 from stacks.rules import start_execution_rule
-from stacks.sagemaker_roles import container_statements
+from stacks.sagemaker_roles import (
+    NETWORK_INTERFACES_ACK,
+    container_statements,
+    network_interfaces_rule,
+    vpc_placement,
+)
+from stacks.serving import serving_names
 from stacks.training import TrainingStack, build_layer_zip
 from step_functions.extraction import ExtractionFunctions, ExtractionPipeline, TransformSettings
 
@@ -153,6 +161,9 @@ class ExtractionStack(Stack):
                     metric_namespace_condition={
                         "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TransformJobs"}
                     },
+                    placement=vpc_placement(
+                        self, training.vpc, training.vpc.isolated_subnets, [training.security_group]
+                    ),
                 ),
             ],
         )
@@ -166,10 +177,12 @@ class ExtractionStack(Stack):
         acknowledge(
             transform_policy,
             "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken, the EC2 network-interface and describe actions "
-            "SageMaker needs to attach the job to the VPC, and namespace-conditioned "
-            "cloudwatch:PutMetricData support no resource-level permissions.",
+            "ecr:GetAuthorizationToken, the EC2 describe calls SageMaker makes to attach the "
+            "job to the VPC, and cloudwatch:PutMetricData (limited to the "
+            "/aws/sagemaker/TransformJobs namespace by condition) support no resource-level "
+            "permissions.",
         )
+        acknowledge(transform_policy, network_interfaces_rule(), NETWORK_INTERFACES_ACK)
         acknowledge(
             transform_policy,
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TransformJobs:*]",
@@ -326,13 +339,40 @@ class ExtractionStack(Stack):
             training,
             removal,
         )
+        # The capture schedule invokes the monitor asynchronously: invocations that still fail
+        # after Lambda's retries land here (the event holds a window, never note text).
+        self.monitor_dead_letters = sqs.Queue(
+            self,
+            "DriftMonitorDeadLetters",
+            queue_name=f"{prefix}-drift-monitor-dlq",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            self.monitor_dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue is itself the dead-letter queue of the drift monitor's scheduled "
+            "capture runs; a dead-letter queue for it would only move the same failed "
+            "window events one hop further.",
+        )
         self.functions["monitor"] = self._function(
             "monitor",
             "DriftMonitor",
             "drift_monitor",
             "handler.handler",
-            {**common_env, "STAGE_CONFIG": config.to_json()},
+            {
+                **common_env,
+                "STAGE_CONFIG": config.to_json(),
+                "ENDPOINT_NAME": serving_names(config).endpoint,
+            },
             [
+                iam.PolicyStatement(
+                    sid="DeadLetters",
+                    actions=["sqs:SendMessage"],
+                    resources=[self.monitor_dead_letters.queue_arn],
+                ),
                 listing(lake.curated_notes, lake.monitoring),
                 objects(
                     "ReadWindowAndBaselines",
@@ -350,6 +390,25 @@ class ExtractionStack(Stack):
             data_lake,
             training,
             removal,
+            dead_letter_queue=self.monitor_dead_letters,
+        )
+        # Endpoint traffic: once a day, the drift of the previous day's captured invocations
+        # (window = the 24 whole hours before the event time; clinical_ner.capture).
+        self.capture_rule = events.Rule(
+            self,
+            "CaptureMonitorSchedule",
+            description="Daily drift monitoring of the endpoint's SageMaker data capture",
+            schedule=events.Schedule.cron(minute="15", hour="0"),
+        )
+        self.capture_rule.add_target(
+            targets.LambdaFunction(
+                self.functions["monitor"],
+                event=events.RuleTargetInput.from_object(
+                    {"source": "endpoint_capture", "window_end": events.EventField.time}
+                ),
+                retry_attempts=4,
+                max_event_age=Duration.hours(6),
+            )
         )
 
         # ----------------------------------------------------------- state machine
@@ -442,6 +501,7 @@ class ExtractionStack(Stack):
         data_lake: DataLakeStack,
         training: TrainingStack,
         removal: RemovalPolicy,
+        dead_letter_queue: sqs.IQueue | None = None,
     ) -> lambda_.Function:
         if not hasattr(self, "function_policies"):
             self.function_policies = {}
@@ -482,6 +542,7 @@ class ExtractionStack(Stack):
             runtime_reason="The runtime is pinned to Python 3.12, the newest version the core "
             "package declares and is tested on, and the version the AWS SDK for pandas layer "
             "is built for.",
+            dead_letter_queue=dead_letter_queue,
         )
         self.function_policies[key_name] = policy
         for p in lake_prefixes:

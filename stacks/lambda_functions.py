@@ -14,6 +14,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.checks import acknowledge
@@ -52,8 +53,14 @@ def vpc_step_function(
     star_reason: str,
     runtime_reason: str,
     ephemeral_storage_size: Size | None = None,
+    dead_letter_queue: sqs.IQueue | None = None,
 ) -> tuple[lambda_.Function, iam.ManagedPolicy]:
-    """`{title}Role`, `{title}Policy` and `{title}Function` in `scope`; returns function, policy."""
+    """`{title}Role`, `{title}Policy` and `{title}Function` in `scope`; returns function, policy.
+
+    A function that is also invoked asynchronously gets `dead_letter_queue`; its policy must
+    then grant ``sqs:SendMessage`` on it (and the queue key), since the role takes no
+    automatic grants.
+    """
     role, policy = service_role(
         scope,
         title,
@@ -81,7 +88,10 @@ def vpc_step_function(
         handler=handler,
         code=lambda_.Code.from_asset(str(REPO_ROOT / "lambdas" / code_dir)),
         layers=list(layers),
-        role=role,
+        # The managed policy holds every grant; CDK's automatic ones (e.g. for the dead-letter
+        # queue) would otherwise add an inline policy to the role.
+        role=role.without_policy_updates() if dead_letter_queue is not None else role,
+        dead_letter_queue=dead_letter_queue,
         environment=environment,
         memory_size=memory_size,
         ephemeral_storage_size=ephemeral_storage_size,
@@ -96,11 +106,12 @@ def vpc_step_function(
     fn.node.add_dependency(policy)  # ENI permissions must exist before the VPC function
     acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", star_reason)
     acknowledge(fn, "AwsSolutions-L1", runtime_reason)
-    acknowledge(
-        fn,
-        "HIPAA.Security-LambdaDLQ",
-        "Step Functions invokes this function synchronously (RequestResponse); a failure "
-        "returns to the state machine, which retries and then notifies SNS. A dead-letter "
-        "queue only receives failed asynchronous invocations, which never happen here.",
-    )
+    if dead_letter_queue is None:
+        acknowledge(
+            fn,
+            "HIPAA.Security-LambdaDLQ",
+            "Step Functions invokes this function synchronously (RequestResponse); a failure "
+            "returns to the state machine, which retries and then notifies SNS. A dead-letter "
+            "queue only receives failed asynchronous invocations, which never happen here.",
+        )
     return fn, policy

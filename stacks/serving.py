@@ -8,10 +8,13 @@ needs and that does not change per model:
 
 - ``<prefix>-sagemaker-model`` role: what the endpoint's container may do (pull the image from
   the CDK asset repository, read ``models/`` artifacts in the lake, decrypt with the lake key,
-  write its CloudWatch logs; ENI management for provisioned variants in the VPC).
+  write its CloudWatch logs and ``/aws/sagemaker/Endpoints`` metrics; ENI management in the
+  stage VPC's subnets for provisioned variants; SageMaker data capture writes, KMS-encrypted,
+  under ``monitoring/capture/<endpoint>/`` only).
 - The deploy Lambda's policy (attached to its role from the training stack): create models and
   endpoint configs named ``<endpoint>-*``, create/update the one endpoint, pass the model role,
-  read the rollback alarms, manage the variant's auto scaling.
+  read the rollback alarms, manage the variant's auto scaling (SageMaker variant scalable
+  targets only; the endpoint itself by name).
 - Two alarms on the endpoint (5xx errors, p99 model latency) with fixed names: deployment
   guardrails (provisioned) roll back on them; the pipeline's verify step (serverless) does.
   Both notify the pipeline topic.
@@ -28,17 +31,23 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from clinical_ner.deployment import VARIANT
+from clinical_ner.capture import endpoint_capture_prefix
+from clinical_ner.deployment import SCALABLE_DIMENSION, VARIANT
 from clinical_ner.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.iam_roles import service_role
-from stacks.sagemaker_roles import container_statements
+from stacks.sagemaker_roles import (
+    NETWORK_INTERFACES_ACK,
+    container_statements,
+    network_interfaces_rule,
+)
 
 # Rollback alarm thresholds (documented in docs/training-pipeline.md).
 ERRORS_5XX_PER_MINUTE = 1  # any 5xx in two consecutive minutes
 LATENCY_P99_MICROSECONDS = 2_000_000  # 2 s per request (a batch of up to 32 notes)
 LATENCY_PERIODS = 3
+ENDPOINT_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class ServingStack(Stack):
         self.names = names = serving_names(config)
         lake = config.lake
         partition, region, account = self.partition, self.region, self.account
+        # Where SageMaker data capture writes this endpoint's files (clinical_ner.capture).
+        self.capture_prefix = endpoint_capture_prefix(lake.monitoring, names.endpoint)
 
         # ----------------------------------------------------------- model role
         endpoint_logs = (
@@ -104,15 +115,37 @@ class ServingStack(Stack):
                     actions=["kms:Decrypt", "kms:DescribeKey"],
                     resources=[data_lake.key.key_arn],
                 ),
+                # SageMaker data capture writes this endpoint's requests and responses (note
+                # text: PHI) with this role, SSE-KMS with the lake key, under its own prefix.
+                iam.PolicyStatement(
+                    sid="WriteDataCapture",
+                    actions=["s3:PutObject"],
+                    resources=[data_lake.lake_object_arn(self.capture_prefix)],
+                ),
+                iam.PolicyStatement(
+                    sid="EncryptDataCapture",
+                    actions=["kms:Encrypt", "kms:GenerateDataKey"],
+                    resources=[data_lake.key.key_arn],
+                ),
                 *container_statements(
                     image_repository_arn=training.image_repository_arn,
                     log_resources=[endpoint_logs, f"{endpoint_logs}:*"],
+                    # Instance metrics of an endpoint go to exactly this namespace; the
+                    # container publishes none of its own.
                     metric_namespace_condition={
-                        "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}
+                        "StringEquals": {"cloudwatch:namespace": ENDPOINT_METRICS_NAMESPACE}
                     },
+                    placement=training.vpc_placement,
                 ),
             ],
         )
+        acknowledge(
+            model_policy,
+            f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(self.capture_prefix)}]",
+            "SageMaker data capture names its files <variant>/YYYY/MM/DD/HH/<id>.jsonl at run "
+            "time; the wildcard covers only this endpoint's capture prefix and only PutObject.",
+        )
+        acknowledge(model_policy, network_interfaces_rule(), NETWORK_INTERFACES_ACK)
         acknowledge(
             model_policy,
             f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(lake.models)}]",
@@ -123,9 +156,10 @@ class ServingStack(Stack):
         acknowledge(
             model_policy,
             "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the EC2 network-interface "
-            "actions SageMaker uses to place a provisioned variant in the VPC support no "
-            "resource-level permissions; metrics are limited to the /aws/sagemaker/ namespaces.",
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the EC2 describe calls "
+            "SageMaker makes to place a provisioned variant in the VPC support no "
+            "resource-level permissions; metrics are limited to the /aws/sagemaker/Endpoints "
+            "namespace by condition.",
         )
         acknowledge(
             model_policy,
@@ -221,17 +255,35 @@ class ServingStack(Stack):
                     actions=["cloudwatch:DescribeAlarms"],
                     resources=[self.alarm_5xx.alarm_arn, self.alarm_latency.alarm_arn],
                 ),
+                # Scalable targets have ARNs with a generated id (scalable-target/<id>), so the
+                # statement names that pattern and is held to SageMaker variant instance counts
+                # by the two Application Auto Scaling condition keys.
                 iam.PolicyStatement(
                     sid="VariantAutoScaling",
                     actions=[
                         "application-autoscaling:RegisterScalableTarget",
                         "application-autoscaling:DeregisterScalableTarget",
                         "application-autoscaling:PutScalingPolicy",
-                        "application-autoscaling:DescribeScalableTargets",
+                    ],
+                    resources=[
+                        f"arn:{partition}:application-autoscaling:{region}:{account}"
+                        ":scalable-target/*"
+                    ],
+                    conditions={
+                        "StringEquals": {
+                            "application-autoscaling:service-namespace": "sagemaker",
+                            "application-autoscaling:scalable-dimension": SCALABLE_DIMENSION,
+                        }
+                    },
+                ),
+                # Registering a SageMaker variant calls these on the caller's behalf.
+                iam.PolicyStatement(
+                    sid="AutoScaledEndpoint",
+                    actions=[
                         "sagemaker:DescribeEndpoint",
                         "sagemaker:UpdateEndpointWeightsAndCapacities",
                     ],
-                    resources=["*"],
+                    resources=[f"{sm_arn}:endpoint/{names.endpoint}"],
                 ),
                 iam.PolicyStatement(
                     sid="AutoScalingServiceLinkedRole",
@@ -269,8 +321,9 @@ class ServingStack(Stack):
         )
         acknowledge(
             deploy_policy,
-            "AwsSolutions-IAM5[Resource::*]",
-            "Application Auto Scaling scalable targets and policies have no ARN until they "
-            "exist and its actions support no resource-level permissions; auto scaling calls "
-            "DescribeEndpoint and UpdateEndpointWeightsAndCapacities on the caller's behalf.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:application-autoscaling:"
+            "<AWS::Region>:<AWS::AccountId>:scalable-target/*]",
+            "A scalable target's ARN ends in an id Application Auto Scaling generates when the "
+            "variant is registered, so it cannot be named in advance; the statement is held to "
+            "the sagemaker service namespace and the variant DesiredInstanceCount dimension.",
         )

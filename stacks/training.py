@@ -41,6 +41,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from clinical_ner.capture import capture_s3_uri
 from clinical_ner.stage_config import ApprovalMode, StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
@@ -50,7 +51,12 @@ from stacks.lambda_functions import vpc_step_function
 from stacks.packaging import REPO_ROOT, build_core_zip
 from stacks.retention import removal_policy
 from stacks.rules import start_execution_rule
-from stacks.sagemaker_roles import container_statements
+from stacks.sagemaker_roles import (
+    NETWORK_INTERFACES_ACK,
+    container_statements,
+    network_interfaces_rule,
+    vpc_placement,
+)
 from stacks.serving import serving_names
 from step_functions.training import (
     APPROVAL_TRIGGER,
@@ -288,6 +294,10 @@ class TrainingStack(Stack):
         packages_arn = f"{sm_arn}:model-package/{self.model_package_group_name}/*"
 
         # ------------------------------------------------------------ training role
+        # Where SageMaker containers (training, transform, provisioned endpoints) get ENIs.
+        self.vpc_placement = vpc_placement(
+            self, self.vpc, self.vpc.isolated_subnets, [self.security_group]
+        )
         job_logs = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/TrainingJobs"
         self.training_role, training_policy = service_role(
             self,
@@ -341,6 +351,7 @@ class TrainingStack(Stack):
                     metric_namespace_condition={
                         "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
                     },
+                    placement=self.vpc_placement,
                 ),
             ],
         )
@@ -355,10 +366,11 @@ class TrainingStack(Stack):
         acknowledge(
             training_policy,
             "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (namespace-conditioned) and "
-            "the EC2 network-interface actions SageMaker needs to attach the job to the VPC "
-            "support no resource-level permissions.",
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited to the "
+            "/aws/sagemaker/TrainingJobs namespace by condition) and the EC2 describe calls "
+            "SageMaker makes to attach the job to the VPC support no resource-level permissions.",
         )
+        acknowledge(training_policy, network_interfaces_rule(), NETWORK_INTERFACES_ACK)
         acknowledge(
             training_policy,
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:*]",
@@ -400,6 +412,9 @@ class TrainingStack(Stack):
                 "SECURITY_GROUP_IDS": self.security_group.security_group_id,
                 "KMS_KEY_ARN": lake_key.key_arn,
                 "BAKE_SECONDS": str(int(BAKE_TIME.to_seconds())),
+                # SageMaker data capture (provisioned variants): clinical_ner.capture
+                "CAPTURE_S3_URI": capture_s3_uri(bucket.bucket_name, lake.monitoring),
+                "CAPTURE_SAMPLING_PERCENTAGE": str(config.serverless.capture_sampling_percentage),
             },
         }
         read_models = data_lake.lake_object_arn(lake.models)

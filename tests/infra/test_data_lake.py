@@ -139,8 +139,12 @@ def test_lake_lifecycle_follows_the_stage_config(synth):
         ]
     else:
         assert ia == []
+    capture = rules["capture-expiry"]  # endpoint data capture holds note text
+    assert capture["Prefix"] == f"{cfg.lake.monitoring}capture/"
+    assert capture["ExpirationInDays"] == cfg.retention.capture_days
+    assert capture["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
     expiring = [r.get("Prefix") for r in rules.values() if "ExpirationInDays" in r]
-    assert expiring == [cfg.lake.quarantine]
+    assert expiring == [cfg.lake.quarantine, f"{cfg.lake.monitoring}capture/"]
 
 
 @pytest.mark.parametrize(("stage", "policy"), [("dev", "Delete"), ("prod", "Retain")])

@@ -102,7 +102,8 @@ def test_asl_validator_accepts_the_definition(definition, tmp_path):
 
 def test_new_notes_rule_starts_the_state_machine(synth):
     stack = synth.stacks.extraction
-    (rule,) = synth.resources(stack, "AWS::Events::Rule").values()
+    rules = synth.resources(stack, "AWS::Events::Rule").values()
+    (rule,) = [r for r in rules if "EventPattern" in r["Properties"]]  # + the capture schedule
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["detail"]["object"]["key"] == [{"prefix": "raw/notes/"}]
     (target,) = rule["Properties"]["Targets"]
