@@ -35,7 +35,66 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seed(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {raw!r}") from None
+    if not 0 <= value < 2**32:  # numpy's seed range
+        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1}, got {value}")
+    return value
+
+
+def _open_fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {raw!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {value}")
+    return value
+
+
+def _existing_file(raw: str) -> str:
+    if not Path(raw).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {raw}")
+    return raw
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clinical-ner")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from clinical_ner import __version__
+
+        return __version__
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from clinical_ner.training import check_output_dir, sigterm_as_exit
+
+    check_output_dir(args.output)  # before reading data: refuse early, destroy nothing
+    try:
+        with sigterm_as_exit():  # a kill unwinds, so the temp directory is removed
+            return _train(args)
+    except KeyboardInterrupt:
+        print("clinical-ner train: interrupted; no model written", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
     from clinical_ner.training import TrainingInputs, file_sha256, split_by_hash, train_model
 
     label_map = parse_label_map(args.labels)
@@ -125,25 +184,65 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `extract` exit status when no record was processed: every input record was quarantined, or
+# the inputs held no record. Outputs (quarantine rows, summary.json) are still written.
+EXIT_NOTHING_PROCESSED = 4
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from clinical_ner.extraction import run_extraction
+    from clinical_ner.extraction import (
+        UncalibratedModelError,
+        model_metadata_problem,
+        prepare_output_dir,
+        run_extraction,
+    )
+
+    # Everything that can be refused is refused before the model loads and inference runs.
+    output = prepare_output_dir(args.output)
+    problem = model_metadata_problem(args.model)
+    if problem is not None:
+        if not args.allow_uncalibrated:
+            raise UncalibratedModelError(
+                f"{problem}; its confidences are not calibrated. Use a model directory written "
+                "by 'clinical-ner train', or pass --allow-uncalibrated to extract anyway"
+            )
+        print(
+            f"clinical-ner extract: warning: {problem}; confidences are uncalibrated",
+            file=sys.stderr,
+        )
     from clinical_ner.inference import NerModel
 
     model = NerModel.load(args.model)
     summary = run_extraction(
         model,
         [Path(p) for p in args.inputs],
-        Path(args.output),
+        output,
         batch_size=args.batch_size,
         max_chars=args.max_chars,
     )
     counts = summary.as_dict()
-    print(
+    line = (
         f"in {counts['in']}  processed {counts['processed']}  "
         f"quarantined {counts['quarantined']}  entities {counts['entities']}"
     )
-    print(f"summary: {Path(args.output) / 'summary.json'}")
+    print(line)
+    print(f"summary: {output / 'summary.json'}")
     print(json.dumps(counts, default=str))
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.quarantined_by_reason.items()))
+    if summary.processed == 0:
+        why = (
+            "no input record found"
+            if summary.records_in == 0
+            else f"all {summary.records_in} input records quarantined ({reasons})"
+        )
+        print(f"clinical-ner extract: nothing processed: {why}; {line}", file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
+    if summary.quarantined:
+        print(
+            f"clinical-ner extract: {summary.quarantined} of {summary.records_in} records "
+            f"quarantined ({reasons}); see {output / 'quarantine'}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -172,19 +271,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinical-ner", description="Clinical DISEASE/TREATMENT NER: train, evaluate, extract"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model from annotated files")
     train.add_argument("--train", nargs="+", required=True, metavar="FILE")
     train.add_argument("--dev", nargs="+", metavar="FILE", help="default: 10%% hash split")
     _add_data_options(train)
-    train.add_argument("--output", required=True, help="model directory to write")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--config", default=None, help="spaCy config (default: bundled)")
-    train.add_argument("--max-steps", type=int, default=None, help="override training steps")
-    train.add_argument("--dev-fraction", type=float, default=0.1)
     train.add_argument(
-        "--init-tok2vec", default=None, help="pretrained tok2vec weights (clinical-ner pretrain)"
+        "--output",
+        required=True,
+        help="model directory to write: new, empty, or a model directory written by train "
+        "(replaced); anything else is refused",
+    )
+    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument(
+        "--config", type=_existing_file, default=None, help="spaCy config (default: bundled)"
+    )
+    train.add_argument(
+        "--max-steps", type=_positive_int, default=None, help="override training steps (>= 1)"
+    )
+    train.add_argument(
+        "--dev-fraction",
+        type=_open_fraction,
+        default=0.1,
+        help="share held out as dev without --dev, in (0, 1) (default 0.1)",
+    )
+    train.add_argument(
+        "--init-tok2vec",
+        type=_existing_file,
+        default=None,
+        help="pretrained tok2vec weights (clinical-ner pretrain)",
     )
     train.set_defaults(func=_cmd_train)
 
@@ -220,12 +337,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    extract = sub.add_parser("extract", help="extract entities from notes into Parquet")
+    extract = sub.add_parser(
+        "extract",
+        help="extract entities from notes into Parquet",
+        description="Exit status: 0 when at least one note was processed (quarantined records "
+        "are summarised on stderr), 2 for bad arguments or inputs, 3 for an internal error, "
+        f"{EXIT_NOTHING_PROCESSED} when no note was processed (all records quarantined, or "
+        "no record at all).",
+    )
     extract.add_argument("--model", required=True)
     extract.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt/.jsonl/.csv or dirs")
     extract.add_argument("--output", required=True)
     extract.add_argument("--batch-size", type=int, default=64)
     extract.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
+    extract.add_argument(
+        "--allow-uncalibrated",
+        action="store_true",
+        help="accept a model directory without clinical-ner metadata (e.g. a raw spaCy "
+        "model-best); its confidences are not calibrated",
+    )
     extract.set_defaults(func=_cmd_extract)
 
     local = sub.add_parser("local", help="run the whole AWS pipeline locally (emulated AWS)")

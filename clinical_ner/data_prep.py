@@ -652,6 +652,15 @@ def build_training_dataset(
                     )
                 )
                 continue
+            except (ValueError, RecursionError) as exc:
+                # Any other refusal of one file (the readers name the known ones) must reject
+                # that file only; the type name is reported, never a message that could quote it.
+                rejected.append(
+                    RejectedFile(
+                        key, AnnotationFileReason.MALFORMED, f"{type(exc).__name__} while reading"
+                    )
+                )
+                continue
             readable.append(key)
         if not readable:
             raise EmptyDatasetError(

@@ -7,17 +7,25 @@ Output layout under ``output_dir``::
     quarantine/dt=YYYY-MM-DD/part-<run_id>-00000.parquet
     summary.json
 
-Idempotency: ``run_id`` is derived from the inputs (each file's path and content sha256, in
-reading order) and the model version, so the same input extracted by the same model always
-has the same run id. A run writes its files under hidden ``_tmp-`` names (ignored by Athena,
+Idempotency is keyed on content, never on paths: ``run_id`` hashes the model version and
+the multiset of `clinical_ner.notes.record_key`s of the input (``(note_id, note_sha256)`` per
+accepted note; reason and raw-bytes sha256 per quarantined record), so the same notes read
+through ``notes``, ``$PWD/notes``, a symlinked directory or renamed ``.jsonl``/``.csv`` files
+get the same run id. It is computed by a first, read-only pass over the input (no inference);
+the extracting pass recomputes it and refuses to publish (`InputChangedError`) when the input
+changed in between. A run writes its files under hidden ``_tmp-`` names (ignored by Athena,
 Spark, pyarrow and DuckDB globs on ``part-*``), and only after the accounting invariant has
 been checked deletes every earlier ``part-<run_id>-*`` file of that run in any ``dt=``
-partition and renames its own into place. Re-running the same input therefore replaces rows
-instead of duplicating them, even on another day; a different model version, or a different
-set of input files, is a different run and adds rows (tell them apart by ``model_version``, or
+partition and renames its own into place. Re-running the same content therefore replaces rows
+instead of duplicating them, even on another day; a different model version, or different
+content, is a different run and adds rows (tell them apart by ``model_version``, or
 deduplicate by ``note_id``/``note_sha256`` in the query layer). Every run writes at least one
 file per table (possibly empty) so all three tables always exist with their schema.
 ``summary.json`` describes the latest run written into the directory.
+
+Preconditions are checked before any input is read or any inference runs: the output
+directory must be creatable and writable (`prepare_output_dir`), and callers loading a model
+directory check `model_metadata_problem` (a raw spaCy ``model-best`` has no calibration).
 
 The model is anything with the `NerModel` interface (`clinical_ner.inference`); its output is
 checked, not trusted: a span that does not slice to its own text, an unknown label, a
@@ -31,6 +39,7 @@ import hashlib
 import json
 import os
 import statistics
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,12 +54,12 @@ import pyarrow.parquet as pq
 from clinical_ner.notes import (
     DEFAULT_MAX_CHARS,
     AccountingError,
-    InputFile,
     Note,
     NoteReader,
     PathInput,
     QuarantinedRecord,
     discover_files,
+    record_key,
 )
 from clinical_ner.schemas import (
     NOTE_STATUS_PROCESSED,
@@ -66,7 +75,7 @@ if TYPE_CHECKING:  # spaCy stays out of runtimes that only write tables (publish
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_ROWS_PER_FILE = 250_000
 SUMMARY_FILE = "summary.json"
-_HASH_CHUNK = 1 << 20
+_KEY_SPACE = 1 << 256
 
 
 class Predictor(Protocol):
@@ -89,6 +98,75 @@ class ModelContractError(RuntimeError):
 
 class EntityOffsetError(ModelContractError):
     """A predicted entity's offsets do not slice its own text out of the note."""
+
+
+class OutputDirError(ValueError):
+    """The output directory cannot be used (empty path, a file, not writable)."""
+
+
+class InputChangedError(ValueError):
+    """The input's content changed between the run-id pass and the extracting pass."""
+
+
+class UncalibratedModelError(ValueError):
+    """A model directory lacks this project's metadata (model card with calibration, metrics)."""
+
+
+def prepare_output_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """Create `output_dir` if needed and prove it is writable, before any work is done.
+
+    An empty path is refused (it would mean the current directory), as is an existing
+    non-directory; writability is proven by creating and removing a probe file, which also
+    holds for root and read-only mounts where permission bits say nothing.
+    """
+    if not os.fspath(output_dir).strip():
+        raise OutputDirError("output directory is empty; name a directory")
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputDirError(
+            f"output directory {out} is not writable: {exc.strerror or type(exc).__name__}"
+        ) from None
+    return out
+
+
+def model_metadata_problem(model_dir: str | os.PathLike[str]) -> str | None:
+    """Why `model_dir` is not a model this project trained (None when it is).
+
+    `clinical_ner.training.train_model` writes a model card with ``model_version`` and a
+    ``calibration`` map, and ``metrics.json``. A raw spaCy ``model-best`` has neither, so its
+    confidences would be uncalibrated (1.0 for nearly every entity) and unversioned.
+    """
+    from clinical_ner.inference import MODEL_CARD_FILE
+    from clinical_ner.training import METRICS_FILE
+
+    path = Path(model_dir)
+    card_path = path / MODEL_CARD_FILE
+    if not card_path.is_file():
+        return f"{path} has no {MODEL_CARD_FILE} (not trained by clinical-ner train)"
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        return f"{card_path} is unreadable: {type(exc).__name__}"
+    calibration = card.get("calibration") if isinstance(card, dict) else None
+    if not (
+        isinstance(calibration, dict)
+        and isinstance(calibration.get("x"), list)
+        and isinstance(calibration.get("y"), list)
+        and len(calibration["x"]) == len(calibration["y"]) >= 2
+    ):
+        return f"{card_path} has no confidence calibration"
+    if not isinstance(card.get("model_version"), str) or not card["model_version"]:
+        return f"{card_path} has no model_version"
+    if not (path / METRICS_FILE).is_file():
+        return f"{path} has no {METRICS_FILE}"
+    return None
 
 
 @dataclass
@@ -164,8 +242,8 @@ def run_extraction(
     """Extract entities from every note under `inputs` into `output_dir` (see module doc).
 
     `now` (timezone-aware) fixes `inference_time`, `quarantined_at` and the `dt` partition;
-    it defaults to the current UTC time. Missing input paths raise FileNotFoundError before
-    anything is written.
+    it defaults to the current UTC time. Missing input paths raise FileNotFoundError and an
+    unusable output directory `OutputDirError`, both before any input is read.
     """
     if batch_size < 1 or rows_per_file < 1:
         raise ValueError("batch_size and rows_per_file must be positive")
@@ -178,8 +256,13 @@ def run_extraction(
     started = time.perf_counter()
 
     files = discover_files(inputs)
-    run_id = compute_run_id(files, model.version)
-    out = Path(output_dir)
+    out = prepare_output_dir(output_dir)
+    keys = ContentKeys()
+    prepass = NoteReader(max_chars=max_chars, normalise=True)
+    for record in prepass.read(files):
+        keys.add(record)
+    del prepass  # its duplicate index is rebuilt by the extracting pass
+    run_id = keys.run_id(model.version)
     summary = ExtractionSummary(
         run_id=run_id, model_version=model.version, dt=dt, inference_time=now
     )
@@ -192,9 +275,11 @@ def run_extraction(
 
     job = ExtractionJob(model, summary, writers, batch_size, now)
     reader = NoteReader(max_chars=max_chars, normalise=True)
+    seen = ContentKeys()
     try:
         pending: list[Note] = []
         for record in reader.read(files):
+            seen.add(record)
             if isinstance(record, Note):
                 pending.append(record)
                 if len(pending) >= batch_size:
@@ -215,6 +300,11 @@ def run_extraction(
             raise AccountingError(
                 f"accepted={reader.summary.accepted} != processed={summary.processed}"
             )
+        if seen != keys:
+            raise InputChangedError(
+                f"the input changed while it was being extracted ({keys.count} records when "
+                f"the run id was computed, {seen.count} now); nothing was published, re-run"
+            )
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -227,25 +317,36 @@ def run_extraction(
     return summary
 
 
-def compute_run_id(files: Sequence[InputFile], model_version: str) -> str:
-    """Deterministic id of (input files with their contents, model version); 16 hex chars."""
-    h = hashlib.sha256()
-    h.update(f"model_version={model_version}\n".encode())
-    for file in files:
-        h.update(f"{file.source}\0{_file_sha256(file.path)}\n".encode())
-    return h.hexdigest()[:16]
+@dataclass
+class ContentKeys:
+    """Order-free digest of a run's `record_key`s: a sum of sha256 values mod 2**256.
+
+    Constant memory however many records; equal for the same multiset of records in any
+    file layout or order.
+    """
+
+    count: int = 0
+    total: int = 0
+
+    def add(self, record: Note | QuarantinedRecord) -> None:
+        digest = hashlib.sha256(record_key(record).encode("utf-8", "surrogatepass")).digest()
+        self.count += 1
+        self.total = (self.total + int.from_bytes(digest, "big")) % _KEY_SPACE
+
+    def run_id(self, model_version: str) -> str:
+        """Deterministic id of (input content, model version); 16 hex chars."""
+        h = hashlib.sha256()
+        h.update(f"model_version={model_version}\n".encode())
+        h.update(f"records={self.count}\ncontent={self.total:064x}\n".encode())
+        return h.hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                h.update(chunk)
-    except OSError as exc:
-        # The reader quarantines it; the id only has to be stable for the same situation.
-        return f"unreadable:{exc.errno}"
-    return h.hexdigest()
+def compute_run_id(records: Iterable[Note | QuarantinedRecord], model_version: str) -> str:
+    """The run id of these records under `model_version` (see module doc)."""
+    keys = ContentKeys()
+    for record in records:
+        keys.add(record)
+    return keys.run_id(model_version)
 
 
 class ExtractionJob:

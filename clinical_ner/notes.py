@@ -16,9 +16,18 @@ What counts as one record:
   1-based data row number (the header is row 0), which differs from the physical line number
   when quoted fields contain newlines.
 - A file that cannot be read as records at all (unsupported extension, undecodable .txt/.csv,
-  CSV without the required columns, unreadable from disk) is one quarantined record with locator
-  ``None``. A CSV whose parser fails mid-file yields its good rows and then one quarantined
-  record (``malformed_csv``) standing for the unparsed rest of the file.
+  CSV without the required columns, unreadable from disk, not a regular file, a .txt over the
+  size cap) is one quarantined record with locator ``None``. A CSV whose parser fails mid-file
+  yields its good rows and then one quarantined record (``malformed_csv``) standing for the
+  unparsed rest of the file.
+
+Safety of reads: a path is ``stat``-ed before it is opened and only a regular file (a symlink
+is followed; it must resolve to one) is ever opened, so a FIFO, a device (``/dev/zero``), a
+socket or a directory is quarantined as ``not_a_regular_file`` without being opened; a symlink
+loop or a dangling link is ``unreadable_file``. Reads are capped: a ``.txt`` is read with at
+most cap + 1 bytes, a ``.jsonl`` line and a ``.csv`` row are read in bounded pieces and
+quarantined as ``too_long`` once over their cap (`record_byte_cap`), so neither a huge file nor
+a file that grows while it is read can exhaust memory.
 
 Checks applied to each candidate note, first failure wins: note_id validity, text encodability,
 normalisation, empty text, length limit (on the stored, normalised text), then duplicates
@@ -34,17 +43,19 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
 import json
 import os
 import re
+import stat
 import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import BinaryIO, Literal, TypeAlias
 
 DEFAULT_MAX_CHARS = 100_000
 MAX_NOTE_ID_CHARS = 128
@@ -58,6 +69,8 @@ _BOM_BYTES = codecs.BOM_UTF8
 _READ_CHUNK = 1 << 20
 # UTF-8 needs at most 4 bytes per character, so a bigger file is too long without decoding it.
 _MAX_BYTES_PER_CHAR = 4
+_MAX_JSON_BYTES_PER_CHAR = 6
+_RECORD_SLACK_BYTES = 1 << 20
 
 # The stdlib default (131072 chars per field) would turn a long note into a parser error that
 # loses the rest of the file; length is judged by our own max_chars check instead.
@@ -69,6 +82,7 @@ class QuarantineReason(StrEnum):
 
     UNSUPPORTED_FILE_TYPE = "unsupported_file_type"
     UNREADABLE_FILE = "unreadable_file"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
     BAD_ENCODING = "bad_encoding"
     MALFORMED_JSON = "malformed_json"
     NOT_AN_OBJECT = "not_an_object"
@@ -105,13 +119,19 @@ class Note:
 
 @dataclass(frozen=True)
 class QuarantinedRecord:
-    """A rejected record: where it came from and why. `detail` never contains note text."""
+    """A rejected record: where it came from and why. `detail` never contains note text.
+
+    `raw_sha256` is the hex sha256 of the record's raw bytes as read (the .jsonl line, the
+    .csv row's fields, the .txt file), or None for a file-level record whose content was not
+    read; it gives the record a path-independent identity (`record_key`).
+    """
 
     source: str
     locator: int | None
     note_id: str | None
     reason: QuarantineReason
     detail: str
+    raw_sha256: str | None = None
 
 
 @dataclass
@@ -157,7 +177,9 @@ class InputFile:
 
     @property
     def source(self) -> str:
-        return str(self.path)
+        # A file name that is not valid UTF-8 decodes to lone surrogates (PEP 383), which no
+        # UTF-8 sink (Parquet, JSON) can store: show those bytes as \xNN escapes instead.
+        return os.fsencode(self.path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -209,6 +231,32 @@ def normalise_text(text: str) -> str:
 def content_sha256(text: str) -> str:
     """Hex sha256 of the UTF-8 bytes of a stored note text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def record_key(record: Note | QuarantinedRecord) -> str:
+    """Path-independent identity of a record: what a re-run over the same content repeats.
+
+    An accepted note is ``(note_id, note_sha256)``. A quarantined record is its reason and the
+    sha256 of its raw bytes; a file-level record whose content was not read (unsupported type,
+    unreadable, not a regular file, over the size cap) falls back to its reason and file name.
+    Paths, directories and positions are left out, so the same content read from ``notes``,
+    ``$PWD/notes``, a symlinked directory or a renamed ``.jsonl``/``.csv`` has the same keys.
+    """
+    if isinstance(record, Note):
+        return f"note\x1f{record.note_id}\x1f{record.content_sha256}"
+    if record.raw_sha256 is not None:
+        return f"quarantined\x1f{record.reason.value}\x1f{record.raw_sha256}"
+    name = record.source.rsplit("/", 1)[-1]
+    return f"quarantined\x1f{record.reason.value}\x1f{record.note_id or ''}\x1f{name}"
+
+
+def record_byte_cap(max_chars: int) -> int:
+    """Most raw bytes one .jsonl line or .csv row may take before it is `too_long` unread.
+
+    A stored text of `max_chars` characters takes at most 6 bytes per character as a JSON
+    escape (``\\u0001``); the slack covers the note id and ignored fields or columns.
+    """
+    return max_chars * _MAX_JSON_BYTES_PER_CHAR + _RECORD_SLACK_BYTES
 
 
 # --------------------------------------------------------------------------- file discovery
@@ -265,25 +313,79 @@ def _note_id_problem(note_id: str) -> str | None:
     if "/" in note_id:
         return "note_id contains '/'"
     for ch in note_id:
-        if unicodedata.category(ch) in ("Cc", "Cs"):
+        category = unicodedata.category(ch)
+        if category == "Cc":
             return f"note_id contains control character U+{ord(ch):04X}"
+        if category == "Cs":
+            return f"note_id contains an unpaired surrogate U+{ord(ch):04X}"
     return None
 
 
-def _utf8_problem(path: Path) -> str | None:
-    """Validate a whole file as UTF-8 in bounded memory; describe the first error, if any."""
+def _utf8_problem(fh: BinaryIO) -> str | None:
+    """Validate the rest of an open file as UTF-8 in bounded memory; describe the first error."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     offset = 0
-    with path.open("rb") as fh:
-        while True:
-            chunk = fh.read(_READ_CHUNK)
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as exc:
-                return f"invalid UTF-8 near byte offset {offset + exc.start}"
-            if not chunk:
-                return None
-            offset += len(chunk)
+    while True:
+        chunk = fh.read(_READ_CHUNK)
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            return f"invalid UTF-8 near byte offset {offset + exc.start}"
+        if not chunk:
+            return None
+        offset += len(chunk)
+
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotARegularFile(Exception):
+    """The path is (or resolves to) something other than a regular file; never opened."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def _file_kind(mode: int) -> str:
+    return next((name for test, name in _FILE_TYPES if test(mode)), "not a regular file")
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """Open `path` for binary reading only if it is (a symlink to) a regular file.
+
+    The type is checked with stat before opening, so a FIFO or device is never opened (opening
+    a FIFO blocks until a writer appears; /dev/zero never ends). The file is then opened
+    non-blocking and checked again with fstat: a path swapped for another file between the two
+    calls is refused as well. OSError (missing, dangling or looping symlink, permissions)
+    propagates to the caller.
+    """
+    before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise NotARegularFile(_file_kind(before.st_mode))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    try:
+        after = os.fstat(fd)
+        if not stat.S_ISREG(after.st_mode) or (after.st_dev, after.st_ino) != (
+            before.st_dev,
+            before.st_ino,
+        ):
+            raise NotARegularFile(
+                "replaced while being opened"
+                if stat.S_ISREG(after.st_mode)
+                else _file_kind(after.st_mode)
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class NoteRejected(ValueError):
@@ -366,79 +468,125 @@ class NoteReader:
 
     def _records(self, file: InputFile) -> Iterator[Note | QuarantinedRecord]:
         source = file.source
-        if file.kind is None:
-            suffix = file.path.suffix or "(none)"
+        try:
+            fh = open_regular_file(file.path)
+        except NotARegularFile as exc:
             yield _quarantine(
                 source,
                 None,
                 None,
-                QuarantineReason.UNSUPPORTED_FILE_TYPE,
-                f"extension {suffix!r} is not one of {', '.join(SUPPORTED_SUFFIXES)}",
+                QuarantineReason.NOT_A_REGULAR_FILE,
+                f"{exc.kind}: only regular files (or symlinks to them) are read",
             )
             return
-        try:
-            if file.kind == "txt":
-                yield from self._read_txt(file.path, source)
-            elif file.kind == "jsonl":
-                yield from self._read_jsonl(file.path, source)
-            else:
-                yield from self._read_csv(file.path, source)
         except OSError as exc:
-            # .txt/.csv fail before yielding anything; a .jsonl can fail mid-file, and then this
-            # one record stands for the unread rest, so the accounting still adds up.
             yield _quarantine(
                 source,
                 None,
                 None,
                 QuarantineReason.UNREADABLE_FILE,
-                f"cannot read (the rest of) the file: {type(exc).__name__} (errno {exc.errno})",
+                f"cannot open the file: {type(exc).__name__} (errno {exc.errno})",
             )
+            return
+        with fh:
+            if file.kind is None:
+                suffix = file.path.suffix or "(none)"
+                yield _quarantine(
+                    source,
+                    None,
+                    None,
+                    QuarantineReason.UNSUPPORTED_FILE_TYPE,
+                    f"extension {suffix!r} is not one of {', '.join(SUPPORTED_SUFFIXES)}",
+                )
+                return
+            try:
+                if file.kind == "txt":
+                    yield from self._read_txt(fh, file.path, source)
+                elif file.kind == "jsonl":
+                    yield from self._read_jsonl(fh, source)
+                else:
+                    yield from self._read_csv(fh, source)
+            except OSError as exc:
+                # .txt/.csv fail before yielding anything; a .jsonl can fail mid-file, and then
+                # this one record stands for the unread rest, so the accounting still adds up.
+                yield _quarantine(
+                    source,
+                    None,
+                    None,
+                    QuarantineReason.UNREADABLE_FILE,
+                    f"cannot read (the rest of) the file: {type(exc).__name__} (errno {exc.errno})",
+                )
 
-    def _read_txt(self, path: Path, source: str) -> Iterator[Note | QuarantinedRecord]:
+    def _read_txt(
+        self, fh: BinaryIO, path: Path, source: str
+    ) -> Iterator[Note | QuarantinedRecord]:
         note_id = path.stem
-        size = path.stat().st_size
-        if size > self.max_chars * _MAX_BYTES_PER_CHAR + len(_BOM_BYTES):
+        known_id = note_id if _note_id_problem(note_id) is None else None
+        cap = self.max_chars * _MAX_BYTES_PER_CHAR + len(_BOM_BYTES)
+        size = os.fstat(fh.fileno()).st_size
+        # The size on disk can be stale (a growing file), so the read itself is capped too.
+        data = fh.read(cap + 1) if size <= cap else b""
+        if size > cap or len(data) > cap:
             yield _quarantine(
                 source,
                 None,
-                note_id if _note_id_problem(note_id) is None else None,
+                known_id,
                 QuarantineReason.TOO_LONG,
-                f"file has {size} bytes, more than {self.max_chars} characters can take",
+                f"file has more than {cap} bytes, more than {self.max_chars} characters can take",
             )
             return
-        data = path.read_bytes()
+        raw_sha = hashlib.sha256(data).hexdigest()
         try:
             raw = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             yield _quarantine(
                 source,
                 None,
-                note_id if _note_id_problem(note_id) is None else None,
+                known_id,
                 QuarantineReason.BAD_ENCODING,
                 f"invalid UTF-8 near byte offset {exc.start}",
+                raw_sha,
             )
             return
-        yield self._check(source, None, note_id, raw.removeprefix(_BOM))
+        yield _with_raw_sha(self._check(source, None, note_id, raw.removeprefix(_BOM)), raw_sha)
 
-    def _read_jsonl(self, path: Path, source: str) -> Iterator[Note | QuarantinedRecord]:
-        with path.open("rb") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if lineno == 1:
-                    line = line.removeprefix(_BOM_BYTES)
-                if not line.strip():
-                    continue
-                try:
-                    decoded = line.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield _quarantine(
-                        source,
-                        lineno,
-                        None,
-                        QuarantineReason.BAD_ENCODING,
-                        f"invalid UTF-8 near byte offset {exc.start} of the line",
-                    )
-                    continue
-                yield self._jsonl_record(source, lineno, decoded)
+    def _read_jsonl(self, fh: BinaryIO, source: str) -> Iterator[Note | QuarantinedRecord]:
+        cap = record_byte_cap(self.max_chars)
+        lineno = 0
+        while line := fh.readline(cap + 1):
+            lineno += 1
+            if not line.endswith(b"\n") and len(line) > cap:
+                skipped = len(line)
+                while (rest := fh.readline(_READ_CHUNK)) and not rest.endswith(b"\n"):
+                    skipped += len(rest)  # drain the over-long line in bounded pieces
+                skipped += len(rest)
+                yield _quarantine(
+                    source,
+                    lineno,
+                    None,
+                    QuarantineReason.TOO_LONG,
+                    f"line has {skipped} bytes; limit is {cap} for max_chars={self.max_chars}",
+                    hashlib.sha256(line).hexdigest(),
+                )
+                continue
+            if lineno == 1:
+                line = line.removeprefix(_BOM_BYTES)
+            if not line.strip():
+                continue
+            raw_sha = hashlib.sha256(line.rstrip(b"\r\n")).hexdigest()
+            try:
+                decoded = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield _quarantine(
+                    source,
+                    lineno,
+                    None,
+                    QuarantineReason.BAD_ENCODING,
+                    f"invalid UTF-8 near byte offset {exc.start} of the line",
+                    raw_sha,
+                )
+                continue
+            yield _with_raw_sha(self._jsonl_record(source, lineno, decoded), raw_sha)
 
     def _jsonl_record(self, source: str, lineno: int, line: str) -> Note | QuarantinedRecord:
         try:
@@ -454,7 +602,20 @@ class NoteReader:
             )
         except RecursionError:
             return _quarantine(
-                source, lineno, None, QuarantineReason.MALFORMED_JSON, "JSON nested too deeply"
+                source,
+                lineno,
+                None,
+                QuarantineReason.MALFORMED_JSON,
+                "JSON nested too deeply for the parser",
+            )
+        except ValueError:
+            # Python refuses integers of more than sys.get_int_max_str_digits() digits (4300).
+            return _quarantine(
+                source,
+                lineno,
+                None,
+                QuarantineReason.MALFORMED_JSON,
+                f"JSON number has more than {sys.get_int_max_str_digits()} digits",
             )
         if not isinstance(obj, dict):
             return _quarantine(
@@ -496,58 +657,75 @@ class NoteReader:
             )
         return self._check(source, lineno, raw_id, text)
 
-    def _read_csv(self, path: Path, source: str) -> Iterator[Note | QuarantinedRecord]:
+    def _read_csv(self, fh: BinaryIO, source: str) -> Iterator[Note | QuarantinedRecord]:
         # Validated up front so a bad byte late in the file cannot follow already-accepted rows.
-        problem = _utf8_problem(path)
+        problem = _utf8_problem(fh)
         if problem is not None:
             yield _quarantine(source, None, None, QuarantineReason.BAD_ENCODING, problem)
             return
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
+        fh.seek(0)
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+        lines = _CappedLines(text, record_byte_cap(self.max_chars))
+        reader = csv.reader(lines)
+        try:
+            header = next(reader, None)
+        except (csv.Error, _RowTooLong) as exc:
+            yield _quarantine(
+                source,
+                None,
+                None,
+                QuarantineReason.SCHEMA_MISMATCH,
+                f"cannot parse header row: {exc}",
+            )
+            return
+        columns = [h.strip() for h in header] if header else []
+        text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
+        if "note_id" not in columns or text_col is None:
+            yield _quarantine(
+                source,
+                None,
+                None,
+                QuarantineReason.SCHEMA_MISMATCH,
+                "header must contain note_id and text (or transcription); found "
+                f"{len(columns)} column(s)" + ("" if header else " (no header row)"),
+            )
+            return
+        id_idx, text_idx = columns.index("note_id"), columns.index(text_col)
+        rowno = 0
+        while True:
+            lines.start_row()
             try:
-                header = next(reader, None)
+                row = next(reader)
+            except StopIteration:
+                return
+            except _RowTooLong as exc:
+                yield _quarantine(
+                    source,
+                    rowno + 1,
+                    None,
+                    QuarantineReason.TOO_LONG,
+                    f"data row {rowno + 1} {exc}; the rest of the file is not read",
+                )
+                return
             except csv.Error as exc:
                 yield _quarantine(
                     source,
+                    rowno + 1,
                     None,
-                    None,
-                    QuarantineReason.SCHEMA_MISMATCH,
-                    f"cannot parse header row: {exc}",
+                    QuarantineReason.MALFORMED_CSV,
+                    f"CSV parser stopped at data row {rowno + 1}: {exc}; "
+                    "the rest of the file is not read",
                 )
                 return
-            columns = [h.strip() for h in header] if header else []
-            text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
-            if "note_id" not in columns or text_col is None:
-                yield _quarantine(
-                    source,
-                    None,
-                    None,
-                    QuarantineReason.SCHEMA_MISMATCH,
-                    "header must contain note_id and text (or transcription); found "
-                    f"{len(columns)} column(s)" + ("" if header else " (no header row)"),
-                )
-                return
-            id_idx, text_idx = columns.index("note_id"), columns.index(text_col)
-            rowno = 0
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield _quarantine(
-                        source,
-                        rowno + 1,
-                        None,
-                        QuarantineReason.MALFORMED_CSV,
-                        f"CSV parser stopped at data row {rowno + 1}: {exc}; "
-                        "the rest of the file is not read",
-                    )
-                    return
-                if not row:
-                    continue  # a blank line holds no record
-                rowno += 1
-                yield self._csv_record(source, rowno, row, len(columns), id_idx, text_idx)
+            if not row:
+                continue  # a blank line holds no record
+            rowno += 1
+            raw_sha = hashlib.sha256(
+                json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            ).hexdigest()
+            yield _with_raw_sha(
+                self._csv_record(source, rowno, row, len(columns), id_idx, text_idx), raw_sha
+            )
 
     def _csv_record(
         self, source: str, rowno: int, row: list[str], width: int, id_idx: int, text_idx: int
@@ -620,8 +798,47 @@ def _quarantine(
     note_id: str | None,
     reason: QuarantineReason,
     detail: str,
+    raw_sha256: str | None = None,
 ) -> QuarantinedRecord:
-    return QuarantinedRecord(source, locator, note_id, reason, detail)
+    return QuarantinedRecord(source, locator, note_id, reason, detail, raw_sha256)
+
+
+def _with_raw_sha(record: Note | QuarantinedRecord, raw_sha: str) -> Note | QuarantinedRecord:
+    if isinstance(record, QuarantinedRecord) and record.raw_sha256 is None:
+        return replace(record, raw_sha256=raw_sha)
+    return record
+
+
+class _RowTooLong(Exception):
+    """A CSV row grew past its cap; the parser state is lost, so the rest of the file is too."""
+
+
+class _CappedLines:
+    """Lines of a text stream for csv.reader, read in bounded pieces, at most `cap` per row.
+
+    A row may span several physical lines (quoted newlines); `start_row` resets the count.
+    Characters are counted, which bounds memory at 4 x `cap` bytes.
+    """
+
+    def __init__(self, stream: io.TextIOBase, cap: int) -> None:
+        self._stream = stream
+        self._cap = cap
+        self._used = 0
+
+    def start_row(self) -> None:
+        self._used = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = self._stream.readline(self._cap - self._used + 1)
+        if not line:
+            raise StopIteration
+        self._used += len(line)
+        if self._used > self._cap:
+            raise _RowTooLong(f"has more than {self._cap} characters")
+        return line
 
 
 _JSON_TYPE_NAMES = {bool: "boolean", int: "number", float: "number", str: "string"}

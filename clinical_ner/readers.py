@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -279,6 +280,8 @@ def _read_sent_label(
     label_path = label_path_for(path)
     if not label_path.exists():
         raise AnnotationFormatError(path, None, f"paired label file {label_path} not found")
+    if not label_path.is_file():  # a FIFO or device partner would block or never end
+        raise AnnotationFormatError(label_path, None, "not a regular file")
     sent_lines = _lines(_decode(path))
     label_lines = _lines(_decode(label_path))
     docs = []
@@ -360,10 +363,25 @@ def _read_jsonl(path: Path, resolver: _LabelResolver, report: ReadReport) -> lis
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise AnnotationFormatError(path, number, f"invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise AnnotationFormatError(
+                path, number, "JSON nested too deeply for the parser"
+            ) from None
+        except ValueError:  # an integer over sys.get_int_max_str_digits() digits
+            raise AnnotationFormatError(
+                path, number, f"JSON number has more than {sys.get_int_max_str_digits()} digits"
+            ) from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise AnnotationFormatError(path, number, "expected an object with a string 'text'")
         report.docs_read += 1
         text = record["text"]
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A "\ud800" escape decodes to a lone surrogate that no UTF-8 output can hold.
+            raise AnnotationFormatError(
+                path, number, f"text contains an unpaired surrogate at character {exc.start}"
+            ) from None
         if not text.strip():
             report.empty_dropped += 1
             continue
@@ -446,7 +464,10 @@ def read_annotations(
     for raw_path in paths:
         path = Path(raw_path)
         if not path.is_file():
-            raise AnnotationFormatError(path, None, "no such file")
+            # is_file() follows symlinks and is False for FIFOs and devices, which are never
+            # opened (a FIFO blocks, /dev/zero never ends).
+            kind = "not a regular file" if path.exists() else "no such file"
+            raise AnnotationFormatError(path, None, kind)
         file_format = detect_format(path) if fmt is AnnotationFormat.AUTO else fmt
         report.files.append(f"{path} ({file_format.value})")
         docs.extend(_READERS[file_format](path, resolver, report))

@@ -20,7 +20,8 @@ default mapping), ``format`` (auto | iob | sent-label | jsonl), ``dev_fraction``
 config override (``training.max_steps``, ``training.dropout``, ``components.ner.model...``;
 values are parsed as JSON when they parse, else kept as strings). Keys starting with
 ``sagemaker_`` are ignored; any other unknown key fails the job, so a typo cannot silently
-train a different model.
+train a different model. Every hyperparameter that changes the weights (overrides, seed, labels,
+dev_fraction) changes the model version (`clinical_ner.training.model_version_for`).
 
 Production baseline: with a ``production`` channel, the production model is scored on exactly
 the candidate's dev docs (and test docs, with a test channel) before training, so the promotion
@@ -62,7 +63,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:  # spaCy stays a lazy import
     from clinical_ner.corpus import AnnotatedDoc
@@ -530,6 +531,18 @@ def run(root: Path) -> dict[str, object]:
     return metrics
 
 
+def write_model_archive(model_dir: Path, fileobj: BinaryIO) -> None:
+    """Pack `model_dir` as the ``model.tar.gz`` SageMaker uploads (members at the top level).
+
+    SageMaker tars ``/opt/ml/model`` itself; local mode and tests use this to get the same
+    archive. It holds exactly the model directory, which carries no training text (see
+    `clinical_ner.training.strip_training_strings`).
+    """
+    with tarfile.open(fileobj=fileobj, mode="w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+
+
 def _replace_contents(target: Path, source: Path) -> None:
     """Make `target` hold exactly `source`'s files, keeping `target` itself (a mount point)."""
     for child in target.iterdir():
@@ -589,8 +602,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("ANSI_COLORS_DISABLED", "1")  # plain spaCy tables in CloudWatch
     logging.getLogger("spacy").propagate = False  # spaCy logs through its own handler
     paths = JobPaths(resolve_root(args.root))
+    from clinical_ner.training import sigterm_as_exit
+
     try:
-        metrics = run(paths.root)
+        # StopTrainingJob sends SIGTERM: unwind so temp directories are removed.
+        with sigterm_as_exit():
+            metrics = run(paths.root)
     except Exception as exc:
         reason = failure_reason(exc)
         if not isinstance(exc, TrainJobError):

@@ -4,16 +4,32 @@ The model directory written here is what every runtime loads: the spaCy pipeline
 with `spacy.load`, tokenizer included), `clinical_ner.json` (model card: version, labels,
 confidence calibration, training data hashes) and `metrics.json` (dev scores per label,
 calibration error, timings, data reports).
+
+Safety of the output: `train_model` never deletes what it did not write. An existing output is
+replaced only when it is empty or a model directory of this package holding nothing but the
+files a model directory has (`check_output_dir`); anything else is refused before training.
+The model is built in a temporary directory beside the output and moved into place at the end,
+so an interrupted run (SIGINT, or SIGTERM under `sigterm_as_exit`) leaves the old output as it
+was and no temporary files behind.
+
+PHI: the saved spaCy vocabulary keeps only the NER labels (`strip_training_strings`). spaCy
+would otherwise store every token, norm, prefix, suffix and shape seen in training in
+``vocab/strings.json``; inference does not need them (the tok2vec layer embeds hashes of those
+attributes, computed from the note being parsed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -27,6 +43,7 @@ from spacy.util import load_config, load_model_from_config
 
 from clinical_ner import __version__
 from clinical_ner.corpus import AnnotatedDoc
+from clinical_ner.drift import BASELINE_FILE
 from clinical_ner.evaluation import expected_calibration_error, reliability_table
 from clinical_ner.inference import MODEL_CARD_FILE, Calibrator, NerModel
 from clinical_ner.scoring import evaluate_docs
@@ -38,6 +55,125 @@ from clinical_ner.tokenization import (
 
 METRICS_FILE = "metrics.json"
 DEFAULT_DEV_FRACTION = 0.1
+MODEL_VERSION_PREFIX = "clinical-ner-"
+# Top-level entries of a model directory besides its pipeline components' directories.
+_MODEL_DIR_FILES = frozenset(
+    {"config.cfg", "meta.json", "tokenizer", "vocab", MODEL_CARD_FILE, METRICS_FILE, BASELINE_FILE}
+)
+# Run-specific values of the effective config that do not change the weights.
+_VERSION_NEUTRAL_PATHS = {"train": "<train docs>", "dev": "<dev docs>"}
+
+
+class OutputDirError(ValueError):
+    """The output path holds something other than a model directory this package wrote."""
+
+
+def _is_our_model_dir(path: Path) -> bool:
+    """A model directory written by `train_model`: its card names a version of ours."""
+    try:
+        card = json.loads((path / MODEL_CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    version = card.get("model_version") if isinstance(card, dict) else None
+    return (
+        isinstance(version, str)
+        and version.startswith(MODEL_VERSION_PREFIX)
+        and (path / "config.cfg").is_file()
+    )
+
+
+def _model_dir_entries(path: Path) -> set[str]:
+    """Names a model directory of ours may hold: fixed files plus its components' folders."""
+    names = set(_MODEL_DIR_FILES)
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        names.update(str(name) for name in meta.get("components", []))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return names
+
+
+def check_output_dir(output_dir: Path | str) -> None:
+    """Raise `OutputDirError` unless writing a model to `output_dir` can destroy nothing.
+
+    Allowed: a path that does not exist, an empty directory, or a model directory of this
+    package holding only model files (it is replaced). Messages name paths, never contents.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        if output_dir.is_symlink():
+            raise OutputDirError(f"output {output_dir} is a dangling symlink")
+        return
+    if not output_dir.is_dir():
+        raise OutputDirError(f"output {output_dir} exists and is not a directory")
+    entries = {child.name for child in output_dir.iterdir()}
+    if not entries:
+        return
+    if not _is_our_model_dir(output_dir):
+        raise OutputDirError(
+            f"output {output_dir} is not empty and is not a clinical-ner model directory (no "
+            f"{MODEL_CARD_FILE} with a model_version); refusing to overwrite it: give a new or "
+            "empty directory"
+        )
+    foreign = sorted(entries - _model_dir_entries(output_dir))
+    if foreign:
+        raise OutputDirError(
+            f"output {output_dir} is a clinical-ner model directory but also holds "
+            f"{len(foreign)} other entr{'y' if len(foreign) == 1 else 'ies'} (first: "
+            f"{foreign[0]!r}); refusing to delete them: move them or give another directory"
+        )
+
+
+def _publish(staged: Path, output_dir: Path) -> None:
+    """Move the finished model in `staged` to `output_dir` (same file system: renames)."""
+    check_output_dir(output_dir)  # again: the directory may have changed during training
+    if not output_dir.exists():
+        os.replace(staged, output_dir)
+        return
+    for child in output_dir.iterdir():  # only model entries, as checked just above
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    for child in staged.iterdir():
+        shutil.move(str(child), str(output_dir / child.name))
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into `SystemExit` so `finally` blocks (temp directory cleanup) run.
+
+    Python's default SIGTERM action kills the process without unwinding. Only installed from
+    the main thread and only over the default action, so an application's handler stays.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def strip_training_strings(nlp: spacy.language.Language) -> None:
+    """Keep only the NER labels in `nlp`'s string store before it is saved (PHI).
+
+    spaCy stores every string it interned in training (tokens, norms, affixes, shapes of the
+    training notes) in ``vocab/strings.json``. Parsing does not need them: the tok2vec layer
+    embeds 64-bit hashes of the attributes, computed from the note being parsed, and the NER
+    moves add their labels back on load.
+    """
+    labels = [label for name in nlp.pipe_names for label in nlp.get_pipe(name).labels]
+    # StringStore has no public way to drop strings; this is what its from_disk uses (spaCy is
+    # pinned, and the PHI test of the saved directory fails if this stops working).
+    nlp.vocab.strings._reset_and_load(sorted(set(labels)))
 
 
 def default_config_path() -> Path:
@@ -113,15 +249,47 @@ class TrainingInputs:
     init_tok2vec: Path | None = None  # weights from `pretrain_tok2vec`
 
 
-def model_version_for(config_text: str, inputs: TrainingInputs, seed: int) -> str:
+def docs_sha256(docs: Sequence[AnnotatedDoc]) -> str:
+    """Hash of the texts and entities of `docs`, in order (what training actually sees)."""
     digest = hashlib.sha256()
-    digest.update(config_text.encode())
-    digest.update(json.dumps(sorted(inputs.data_files.values())).encode())
-    digest.update(json.dumps(sorted(inputs.label_map.items())).encode())
-    digest.update(str(seed).encode())
-    if inputs.init_tok2vec is not None:
-        digest.update(file_sha256(inputs.init_tok2vec).encode())
-    return f"clinical-ner-{digest.hexdigest()[:12]}"
+    for doc in docs:
+        record = [doc.text, [[e.start, e.end, e.label] for e in doc.entities]]
+        digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def model_version_for(config_text: str, inputs: TrainingInputs, seed: int) -> str:
+    """`clinical-ner-<12 hex>` over everything that changes the weights.
+
+    `config_text` is the effective config (file + overrides + our own adjustments, temp paths
+    neutralised, see `_effective_config_text`); the train and dev docs are hashed as parsed,
+    so the label map, the dev split and the reader's repairs count as well as the files.
+    """
+    digest = hashlib.sha256()
+    for part in (
+        config_text,
+        json.dumps(sorted(inputs.data_files.values())),
+        json.dumps(sorted(inputs.label_map.items())),
+        str(seed),
+        docs_sha256(inputs.train_docs),
+        docs_sha256(inputs.dev_docs),
+        file_sha256(inputs.init_tok2vec) if inputs.init_tok2vec is not None else "",
+        spacy.__version__,
+        __version__,
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return f"{MODEL_VERSION_PREFIX}{digest.hexdigest()[:12]}"
+
+
+def _effective_config_text(config: spacy.util.Config) -> str:
+    """The config training runs with, minus its run-specific temp paths (for the version)."""
+    canonical = config.copy()
+    canonical["paths"].update(_VERSION_NEUTRAL_PATHS)
+    if canonical["paths"].get("init_tok2vec"):
+        canonical["paths"]["init_tok2vec"] = "<init_tok2vec: hashed by content>"
+    return canonical.to_str()
 
 
 def _calibrate(
@@ -172,17 +340,27 @@ def train_model(
     batch_size: int = 128,
     log: Callable[[str], None] = print,
 ) -> dict[str, object]:
-    """Train, select on dev, calibrate confidences, and write the model directory."""
+    """Train, select on dev, calibrate confidences, and write the model directory.
+
+    Refuses (`OutputDirError`, before training) an output that is not empty and not a model
+    directory of ours; see `check_output_dir`. Everything is built in a temporary directory
+    beside `output_dir` that is removed however the run ends.
+    """
     if not inputs.train_docs:
         raise ValueError("no training documents")
     if not inputs.dev_docs:
         raise ValueError("no dev documents (pass --dev or let train split one off)")
     output_dir = Path(output_dir)
+    check_output_dir(output_dir)
     config_path = Path(config_path) if config_path else default_config_path()
     config_text = config_path.read_text()
     started = time.perf_counter()
     conversion = ConversionReport()
-    with tempfile.TemporaryDirectory(prefix="clinical-ner-train-") as tmp:
+    # Beside the output, not in /tmp: the final move is a rename, and a full /tmp cannot
+    # fail a run whose output disk has room.
+    parent = output_dir.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="clinical-ner-train-", dir=parent) as tmp:
         tmp_dir = Path(tmp)
         to_docbin(inputs.train_docs, conversion).to_disk(tmp_dir / "train.spacy")
         to_docbin(inputs.dev_docs, ConversionReport()).to_disk(tmp_dir / "dev.spacy")
@@ -195,10 +373,13 @@ def train_model(
         if inputs.init_tok2vec is not None:
             config_overrides["paths.init_tok2vec"] = str(inputs.init_tok2vec)
         config = load_config(config_path, overrides=config_overrides, interpolate=False)
-        # Short runs must still be evaluated, or model-best would be the untrained step 0.
         max_steps = int(config["training"]["max_steps"])
+        if max_steps < 0:  # spaCy would stop before the first step and save an untrained model
+            raise ValueError(f"training.max_steps must be >= 1 (0: no limit), got {max_steps}")
+        # Short runs must still be evaluated, or model-best would be the untrained step 0.
         if max_steps and config["training"]["eval_frequency"] > max_steps // 4:
             config["training"]["eval_frequency"] = max(1, max_steps // 4)
+        effective_config = _effective_config_text(config)
         nlp = init_nlp(config)
         nlp.tokenizer = punctuation_splitting_tokenizer(nlp)
         log(
@@ -207,18 +388,48 @@ def train_model(
         )
         (tmp_dir / "out").mkdir()
         spacy_train_loop(nlp, tmp_dir / "out", stdout=_LogWriter(log))
-        best = tmp_dir / "out" / "model-best"
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        shutil.copytree(best, output_dir)
-    train_seconds = time.perf_counter() - started
+        train_seconds = time.perf_counter() - started
 
-    version = model_version_for(config_text, inputs, seed)
-    nlp = spacy.load(output_dir)
-    nlp.meta.update({"name": "clinical_ner", "version": __version__})
-    nlp.meta["description"] = f"Clinical NER model {version}"
-    nlp.to_disk(output_dir)
-    model = NerModel(nlp, version)
+        staged = tmp_dir / "model"
+        version = model_version_for(effective_config, inputs, seed)
+        nlp = spacy.load(tmp_dir / "out" / "model-best")
+        nlp.meta.update({"name": "clinical_ner", "version": __version__})
+        nlp.meta["description"] = f"Clinical NER model {version}"
+        strip_training_strings(nlp)
+        nlp.to_disk(staged)
+        model = NerModel.load(staged)  # the model as saved: what every runtime will load
+        model.version = version
+        metrics = _finish_model_dir(
+            staged,
+            model,
+            inputs,
+            seed=seed,
+            batch_size=batch_size,
+            train_seconds=train_seconds,
+            conversion=conversion,
+            config_text=config_text,
+            effective_config=effective_config,
+            overrides=overrides,
+        )
+        _publish(staged, output_dir)
+    return metrics
+
+
+def _finish_model_dir(
+    staged: Path,
+    model: NerModel,
+    inputs: TrainingInputs,
+    *,
+    seed: int,
+    batch_size: int,
+    train_seconds: float,
+    conversion: ConversionReport,
+    config_text: str,
+    effective_config: str,
+    overrides: dict[str, object] | None,
+) -> dict[str, object]:
+    """Calibrate and score `model` on dev; write its card and metrics into `staged`."""
+    version = model.version
     calibrator, calibration = _calibrate(model, inputs.dev_docs, batch_size)
     model.calibrator = calibrator
     dev_scores = evaluate_docs(model, inputs.dev_docs, batch_size=batch_size)
@@ -233,7 +444,7 @@ def train_model(
         "seed": seed,
         "training_data": inputs.data_files,
     }
-    (output_dir / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    (staged / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     metrics = {
         "model_version": version,
         "labels": labels,
@@ -249,6 +460,7 @@ def train_model(
         "data_reports": inputs.data_reports,
         "label_map": inputs.label_map,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "effective_config_sha256": hashlib.sha256(effective_config.encode()).hexdigest(),
         "config_overrides": {k: v for k, v in (overrides or {}).items()},
         "init_tok2vec": (
             {"path": str(inputs.init_tok2vec), "sha256": file_sha256(inputs.init_tok2vec)}
@@ -256,7 +468,7 @@ def train_model(
             else None
         ),
     }
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -76,6 +76,7 @@ from clinical_ner.local.asl import (
     TaskContext,
     TaskRegistry,
 )
+from clinical_ner.sagemaker_train import write_model_archive
 from clinical_ner.stage_config import LAKE
 from clinical_ner.tracking import SAGEMAKER_ENDPOINT_ENV, is_tracking_server_arn
 
@@ -789,9 +790,7 @@ class LocalPipeline:
                 ),
             )
         buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            for p in sorted((root / "model").iterdir()):
-                tar.add(p, arcname=p.name)
+        write_model_archive(root / "model", buf)
         bucket, key = parse_s3(model_url)
         self.s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
         metrics = json.loads((root / "model" / "metrics.json").read_text())
