@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -22,7 +23,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from clinical_ner.traits import is_negated
+from clinical_ner.traits import NegationScanner
 
 MODEL_CARD_FILE = "clinical_ner.json"
 
@@ -181,21 +182,47 @@ class NerModel:
         stream = self.nlp.pipe(docs, batch_size=batch_size, disable=["ner"])
         for batch in _batched(stream, batch_size):
             for doc, scores in zip(batch, self._parse_with_scores(batch), strict=True):
-                yield [
-                    PredictedEntity(
-                        ent.start_char,
-                        ent.end_char,
-                        ent.label_,
-                        ent.text,
-                        self.calibrator(raw),
-                        raw,
-                        is_negated(doc.text, ent.start_char, ent.end_char),
-                    )
-                    for ent, raw in zip(doc.ents, self._entity_scores(doc, scores), strict=True)
-                ]
+                yield self._entities(doc, scores)
+
+    def _entities(self, doc: Doc, scores: np.ndarray) -> list[PredictedEntity]:
+        """The entities of one parsed doc, in time linear in its length plus its entities.
+
+        `doc.text` is rebuilt from the tokens on every access, and the negation rules look
+        around each entity: both are done once per doc here, not once per entity.
+        """
+        ents = doc.ents
+        if not ents:
+            return []
+        text = doc.text
+        negation = NegationScanner(text)
+        return [
+            PredictedEntity(
+                ent.start_char,
+                ent.end_char,
+                ent.label_,
+                text[ent.start_char : ent.end_char],
+                self.calibrator(raw),
+                raw,
+                negation.is_negated(ent.start_char, ent.end_char),
+            )
+            for ent, raw in zip(ents, self._entity_scores(doc, scores), strict=True)
+        ]
 
     def predict(
         self, texts: Iterable[str], batch_size: int = 64
     ) -> Iterator[list[PredictedEntity]]:
-        """One list of entities per text, in input order; offsets index the text as given."""
-        return self.predict_docs((self.nlp.make_doc(t) for t in texts), batch_size)
+        """One list of entities per text, in input order; offsets index the text as given.
+
+        Each batch runs in a spaCy memory zone: the strings and lexemes of its words are freed
+        when the batch is done. Otherwise the vocabulary keeps every word ever seen, so a
+        long-running server grows without bound and holds patient names in memory. The model
+        reads hashed features and its labels are permanent strings, so results do not change.
+        """
+        for batch in _batched(texts, batch_size):
+            with self._memory_zone():
+                results = list(self.predict_docs(map(self.nlp.make_doc, batch), batch_size))
+            yield from results  # outside the zone: the results hold plain str, not spaCy objects
+
+    def _memory_zone(self) -> AbstractContextManager[object]:
+        # Zones must not nest: inside a caller's zone, its end frees this batch's strings.
+        return nullcontext() if self.nlp.vocab.in_memory_zone else self.nlp.memory_zone()
