@@ -27,7 +27,7 @@ from crf_baseline import CrfBaseline  # noqa: E402
 from clinical_ner.corpus import AnnotatedDoc, Entity, Token  # noqa: E402
 from clinical_ner.evaluation import score_entities  # noqa: E402
 from clinical_ner.inference import NerModel  # noqa: E402
-from clinical_ner.notes import read_notes  # noqa: E402
+from clinical_ner.notes import normalise_text, read_notes  # noqa: E402
 from clinical_ner.readers import DEFAULT_LABEL_MAP, read_annotations  # noqa: E402
 from clinical_ner.training import (  # noqa: E402
     TrainingInputs,
@@ -148,7 +148,8 @@ def speed(model_dir: Path) -> dict[str, object]:
 
 def pretrained_weights(corpora: list[str], epochs: int) -> Path:
     """tok2vec pretrained on MTSamples notes + the corpora's train texts (never devel)."""
-    texts = [n.text for n in read_notes([DATA / "mtsamples" / "mtsamples.csv"]).collect().notes]
+    notes = read_notes([DATA / "mtsamples" / "mtsamples.csv"]).collect().notes
+    texts = [normalise_text(n.text, mtsamples_repair=True) for n in notes]
     for name in corpora:
         texts += [d.text for d in read_annotations([DATA / CORPORA[name][0]])[0]]
     started = time.perf_counter()

@@ -53,7 +53,7 @@ def source_text(path: Path, needed: int, kind: str) -> tuple[str, str]:
         total = 0
         with open(path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                text = normalise_text(row.get("transcription") or "").strip()
+                text = normalise_text(row.get("transcription") or "", mtsamples_repair=True).strip()
                 if text:
                     parts.append(text)
                     total += len(text) + 1

@@ -54,7 +54,7 @@ def load_notes(path: Path, words: int, count: int) -> list[str]:
     seen: set[str] = set()
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            text = normalise_text(row.get("transcription") or "")
+            text = normalise_text(row.get("transcription") or "", mtsamples_repair=True)
             tokens = text.split(" ")
             if len(text.split()) < words:
                 continue

@@ -135,13 +135,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from clinical_ner.notes import read_notes
+    from clinical_ner.notes import normalise_text, read_notes
     from clinical_ner.training import pretrain_tok2vec
 
     texts: list[str] = []
     if args.notes:
         batch = read_notes(args.notes).collect()
-        texts.extend(note.text for note in batch.notes)
+        # The view a model reads at inference (notes are kept as delivered).
+        repair = args.mtsamples_repair
+        texts.extend(normalise_text(note.text, mtsamples_repair=repair) for note in batch.notes)
         summary = batch.summary.as_dict()
         print(
             f"notes: in {summary['in']}, used {summary['accepted']}, "
@@ -219,6 +221,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         output,
         batch_size=args.batch_size,
         max_chars=args.max_chars,
+        mtsamples_repair=args.mtsamples_repair,
     )
     counts = summary.as_dict()
     line = (
@@ -325,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(pretrain)
     pretrain.add_argument("--output", required=True, help="directory for the weights")
     pretrain.add_argument("--epochs", type=int, default=2)
+    pretrain.add_argument(
+        "--mtsamples-repair",
+        action="store_true",
+        help="restore the comma-flattened line breaks of MTSamples transcriptions in --notes",
+    )
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--config", default=None)
     pretrain.set_defaults(func=_cmd_pretrain)
@@ -355,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a model directory without clinical-ner metadata (e.g. a raw spaCy "
         "model-best); its confidences are not calibrated",
+    )
+    extract.add_argument(
+        "--mtsamples-repair",
+        action="store_true",
+        help="let the model read MTSamples transcriptions with their comma-flattened line "
+        "breaks restored (off by default; offsets always index the notes as delivered)",
     )
     extract.set_defaults(func=_cmd_extract)
 

@@ -84,10 +84,11 @@ CURATED_NOTE_COLUMNS: tuple[Column, ...] = (
         "text",
         pa.string(),
         False,
-        "Stored note text after clinical_ner.notes.normalise_text. All entity offsets refer "
-        "to this text. PHI.",
+        "The note text exactly as delivered (the raw record's text; a .txt file's UTF-8 BOM "
+        "aside), never rewritten: all entity offsets refer to this text; the model reads "
+        "clinical_ner.notes.model_view of it. PHI.",
     ),
-    Column("note_sha256", pa.string(), False, "Hex sha256 of the stored text (UTF-8)."),
+    Column("note_sha256", pa.string(), False, "Hex sha256 of the text as delivered (UTF-8)."),
     Column("source", pa.string(), False, "Object key (relative to the lake root) it came from."),
     Column(
         "locator",
@@ -95,8 +96,8 @@ CURATED_NOTE_COLUMNS: tuple[Column, ...] = (
         True,
         "1-based line (.jsonl) or data row (.csv); null for a .txt note (the whole file).",
     ),
-    Column("char_count", pa.int32(), False, "Length of the stored text in characters."),
-    Column("word_count", pa.int32(), False, "Whitespace-separated words in the stored text."),
+    Column("char_count", pa.int32(), False, "Length of the text in characters."),
+    Column("word_count", pa.int32(), False, "Whitespace-separated words in the text."),
     Column("run_id", pa.string(), False, "The validate_notes run that admitted the note."),
     Column("ingested_at", TIMESTAMP, False, "When that run started (UTC)."),
     Column(
@@ -214,6 +215,9 @@ def process_note_object(
     source: str, data: bytes, *, max_chars: int = DEFAULT_MAX_CHARS, normalise: bool = True
 ) -> ObjectResult:
     """Read one raw object's bytes with the core `NoteReader` (format chosen by extension).
+
+    Accepted notes keep their text as delivered; `normalise` only decides whether the empty and
+    length checks also look at the normalised view (see `clinical_ner.notes.checked_note_view`).
 
     The reader works on files, so the bytes are written to a private temporary file that keeps
     the object's base name (a ``.txt`` note id is the file stem); the temporary path is then

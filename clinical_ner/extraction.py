@@ -31,6 +31,12 @@ The model is anything with the `NerModel` interface (`clinical_ner.inference`); 
 checked, not trusted: a span that does not slice to its own text, an unknown label, a
 confidence outside [0, 1], a repeated span or a wrong number of results raises
 `ModelContractError` naming the note id and offsets, never the text.
+
+Offsets index the note as delivered. The model reads each note's normalised view
+(`clinical_ner.notes.model_view`: line ends, control characters, NFC; the MTSamples comma
+repair only with ``mtsamples_repair=True``), and the entities it finds there are mapped back
+onto the delivered text, so every entity row has ``text == note[start_char:end_char]`` and
+``note_sha256`` is the sha256 of the delivered text.
 """
 
 from __future__ import annotations
@@ -56,9 +62,11 @@ from clinical_ner.notes import (
     AccountingError,
     Note,
     NoteReader,
+    NoteView,
     PathInput,
     QuarantinedRecord,
     discover_files,
+    model_view,
     record_key,
 )
 from clinical_ner.schemas import (
@@ -238,12 +246,16 @@ def run_extraction(
     max_chars: int = DEFAULT_MAX_CHARS,
     now: datetime | None = None,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    mtsamples_repair: bool = False,
 ) -> ExtractionSummary:
     """Extract entities from every note under `inputs` into `output_dir` (see module doc).
 
     `now` (timezone-aware) fixes `inference_time`, `quarantined_at` and the `dt` partition;
-    it defaults to the current UTC time. Missing input paths raise FileNotFoundError and an
-    unusable output directory `OutputDirError`, both before any input is read.
+    it defaults to the current UTC time. `mtsamples_repair` lets the model read MTSamples
+    notes with their flattened line breaks restored (off: a repair for one corpus, not for a
+    hospital's notes); offsets index the delivered text either way. Missing input paths raise
+    FileNotFoundError and an unusable output directory `OutputDirError`, both before any input
+    is read.
     """
     if batch_size < 1 or rows_per_file < 1:
         raise ValueError("batch_size and rows_per_file must be positive")
@@ -273,7 +285,9 @@ def run_extraction(
     for writer in writers.values():
         writer.remove_stale_tmp()
 
-    job = ExtractionJob(model, summary, writers, batch_size, now)
+    job = ExtractionJob(
+        model, summary, writers, batch_size, now, normalise=True, mtsamples_repair=mtsamples_repair
+    )
     reader = NoteReader(max_chars=max_chars, normalise=True)
     seen = ContentKeys()
     try:
@@ -350,7 +364,13 @@ def compute_run_id(records: Iterable[Note | QuarantinedRecord], model_version: s
 
 
 class ExtractionJob:
-    """Turns records into rows for one run and keeps the counts."""
+    """Turns records into rows for one run and keeps the counts.
+
+    With `normalise` the model reads each note's normalised view (`model_view`) and its
+    offsets are mapped back onto the delivered text; without it the predictor's offsets must
+    already index the delivered text (answers replayed from the serving container, which maps
+    them itself). Either way the rows index the note as delivered.
+    """
 
     def __init__(
         self,
@@ -359,8 +379,13 @@ class ExtractionJob:
         writers: dict[str, PartWriter],
         batch_size: int,
         now: datetime,
+        *,
+        normalise: bool = False,
+        mtsamples_repair: bool = False,
     ) -> None:
         self.model = model
+        self.normalise = normalise
+        self.mtsamples_repair = mtsamples_repair
         self.labels = frozenset(model.labels)
         self.summary = summary
         self.writers = writers
@@ -385,29 +410,36 @@ class ExtractionJob:
     def process(self, notes: list[Note]) -> None:
         if not notes:
             return
-        results = list(self.model.predict([n.text for n in notes], batch_size=self.batch_size))
+        views = [
+            model_view(n.text, mtsamples_repair=self.mtsamples_repair)
+            if self.normalise
+            else NoteView.unchanged(n.text)
+            for n in notes
+        ]
+        results = list(self.model.predict([v.text for v in views], batch_size=self.batch_size))
         if len(results) != len(notes):
             raise ModelContractError(
                 f"model {self.model.version} returned {len(results)} results for {len(notes)} texts"
             )
-        for note, entities in zip(notes, results, strict=True):
-            self._check_entities(note, entities)
-            self._write_note(note, entities)
+        for note, view, entities in zip(notes, views, results, strict=True):
+            # The model's contract is checked on the text it read; the rows index the note.
+            self._check_entities(note.note_id, view.text, entities)
+            self._write_note(note, view.entities_on_original(entities))
 
-    def _check_entities(self, note: Note, entities: list[PredictedEntity]) -> None:
+    def _check_entities(self, note_id: str, text: str, entities: list[PredictedEntity]) -> None:
         seen: set[tuple[int, int, str]] = set()
         for e in entities:
-            where = f"note_id={note.note_id!r} span [{e.start}:{e.end}] label {e.label!r}"
+            where = f"note_id={note_id!r} span [{e.start}:{e.end}] label {e.label!r}"
             if not (
                 isinstance(e.start, int)
                 and isinstance(e.end, int)
-                and 0 <= e.start < e.end <= len(note.text)
+                and 0 <= e.start < e.end <= len(text)
             ):
                 raise EntityOffsetError(
                     f"model {self.model.version}: {where} is outside the note "
-                    f"({len(note.text)} characters) or empty"
+                    f"({len(text)} characters) or empty"
                 )
-            if note.text[e.start : e.end] != e.text:
+            if text[e.start : e.end] != e.text:
                 raise EntityOffsetError(
                     f"model {self.model.version}: {where}: entity text ({len(e.text)} "
                     "characters) differs from the note text at those offsets"

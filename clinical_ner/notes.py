@@ -30,8 +30,13 @@ quarantined as ``too_long`` once over their cap (`record_byte_cap`), so neither 
 a file that grows while it is read can exhaust memory.
 
 Checks applied to each candidate note, first failure wins: note_id validity, text encodability,
-normalisation, empty text, length limit (on the stored, normalised text), then duplicates
-within the run. Only accepted notes are remembered for duplicate detection.
+normalisation, empty text (of the normalised view), length limit, then duplicates within the
+run. Only accepted notes are remembered for duplicate detection.
+
+Texts are kept as delivered: an accepted `Note` holds the text exactly as it was in the record
+(a .txt file's UTF-8 BOM, an encoding mark, aside) and its sha256. The normalised view a model
+reads (`model_view`) is derived from it on demand, and entity offsets found on the view are
+mapped back, so offsets always index the note as delivered.
 
 PHI: note text never appears in a quarantine detail, an exception message or a summary; details
 are built from fixed templates, counts, offsets and type names only. Invalid note ids are not
@@ -42,8 +47,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -51,11 +58,11 @@ import stat
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeAlias
+from typing import Any, BinaryIO, Literal, TypeAlias, TypeVar
 
 DEFAULT_MAX_CHARS = 100_000
 MAX_NOTE_ID_CHARS = 128
@@ -100,7 +107,7 @@ class QuarantineReason(StrEnum):
 
 @dataclass(frozen=True)
 class Note:
-    """An accepted note. `text` is the stored (normalised) text all entity offsets refer to."""
+    """An accepted note. `text` is the note as delivered; all entity offsets refer to it."""
 
     note_id: str
     text: str
@@ -195,10 +202,10 @@ class NoteBatch:
 
 _NEWLINES = re.compile(r"\r\n?")
 # Cc minus \t and \n (\r is gone by the time this runs).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]+")
 # MTSamples flattened every line break to a comma. After a colon ("DIAGNOSIS: , Morbid",
 # "SUBJECTIVE:,  This", "HISTORY:  ,  , Text") each comma was a line break.
-_HEADER_BREAK = re.compile(r":((?:[ \t]*,)+)[ \t]*")
+_HEADER_BREAK = re.compile(r"(?<=:)((?:[ \t]*,)+)[ \t]*")
 # After a full stop a comma glued to the next word (".,POSTOPERATIVE", ". ,The", "., ,PAST") was
 # a line break too; "b.i.d., aspirin" (comma then space) is a real list comma and is kept.
 _SENTENCE_BREAK = re.compile(r"\.((?:[ \t]*,)+)(?=[^\s,])")
@@ -206,26 +213,253 @@ _SENTENCE_BREAK = re.compile(r"\.((?:[ \t]*,)+)(?=[^\s,])")
 # "PHYSICAL EXAMINATION,VITAL SIGNS:") was a line break; mixed-case words are left alone.
 _CAPS_HEADER_BREAK = re.compile(r"(?<=\S),(?=[A-Z][A-Z0-9 /&()'-]{0,38}[A-Z)]:)")
 
-
-def _commas_to_newlines(match: re.Match[str], lead: str) -> str:
-    return lead + "\n" * match.group(1).count(",")
+_E = TypeVar("_E")
 
 
-def normalise_text(text: str) -> str:
-    """Canonical stored form of a note text; pure and idempotent.
+class OffsetMap:
+    """Where each character of a normalised text came from in the original text.
+
+    Normalised character ``i`` was made from ``original[starts[i]:ends[i]]``. A run the
+    normaliser rewrote as a whole (``\\r\\n``, an NFC composition, the newlines of an MTSamples
+    repair) maps every one of its output characters to the whole input run, so a span
+    boundary inside it widens to the run; characters the normaliser deleted (control
+    characters) belong to the span only when they lie inside it. An identity map stores
+    nothing (most notes need no rewriting).
+    """
+
+    __slots__ = ("_ends", "_starts", "length", "original_length")
+
+    def __init__(
+        self,
+        length: int,
+        original_length: int,
+        starts: list[int] | None = None,
+        ends: list[int] | None = None,
+    ) -> None:
+        if (starts is None) != (ends is None):
+            raise ValueError("starts and ends go together")
+        if starts is not None and ends is not None and not len(starts) == len(ends) == length:
+            raise ValueError("one start and one end per normalised character")
+        self.length = length
+        self.original_length = original_length
+        self._starts = starts
+        self._ends = ends
+
+    @property
+    def is_identity(self) -> bool:
+        return self._starts is None
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The ``[start, end)`` of the original text that normalised ``[start, end)`` came from."""
+        if not (
+            isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= self.length
+        ):
+            raise ValueError(
+                f"span [{start}:{end}] is empty or outside the normalised text "
+                f"({self.length} characters)"
+            )
+        if self._starts is None or self._ends is None:
+            return start, end
+        return self._starts[start], self._ends[end - 1]
+
+    def then(self, step: OffsetMap) -> OffsetMap:
+        """The map of this normalisation followed by `step` (which rewrote this one's output)."""
+        if step.original_length != self.length:
+            raise ValueError("the step did not rewrite this map's output")
+        if step.is_identity:
+            return self
+        if self.is_identity:
+            return OffsetMap(step.length, self.original_length, step._starts, step._ends)
+        assert self._starts is not None and self._ends is not None
+        assert step._starts is not None and step._ends is not None
+        starts, ends = self._starts, self._ends
+        return OffsetMap(
+            step.length,
+            self.original_length,
+            [starts[i] for i in step._starts],
+            [ends[i - 1] for i in step._ends],
+        )
+
+
+class _Rewrite:
+    """One normalisation pass over `source`: unchanged stretches plus replaced runs, with a map."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.parts: list[str] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.pos = 0
+        self.changed = False
+
+    def replace(self, start: int, end: int, new: str) -> None:
+        """Copy ``source[pos:start]`` as is, then write `new` in place of ``source[start:end]``."""
+        self._keep(start)
+        if new == self.source[start:end]:
+            self._keep(end)
+            return
+        self.changed = True
+        self.parts.append(new)
+        self.starts.extend([start] * len(new))
+        self.ends.extend([end] * len(new))
+        self.pos = end
+
+    def _keep(self, upto: int) -> None:
+        if upto > self.pos:
+            self.parts.append(self.source[self.pos : upto])
+            self.starts.extend(range(self.pos, upto))
+            self.ends.extend(range(self.pos + 1, upto + 1))
+            self.pos = upto
+
+    def result(self) -> tuple[str, OffsetMap]:
+        if not self.changed:
+            return self.source, OffsetMap(len(self.source), len(self.source))
+        self._keep(len(self.source))
+        text = "".join(self.parts)
+        return text, OffsetMap(len(text), len(self.source), self.starts, self.ends)
+
+
+def _sub(text: str, pattern: re.Pattern[str], group: int, repl: Callable[[str], str]) -> _Rewrite:
+    """Rewrite each match's `group` (0: the whole match) with ``repl(group text)``."""
+    rewrite = _Rewrite(text)
+    for match in pattern.finditer(text):
+        rewrite.replace(match.start(group), match.end(group), repl(match.group(group)))
+    return rewrite
+
+
+def _commas_as_newlines(run: str) -> str:
+    return "\n" * run.count(",")
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _nfc_units(text: str) -> list[tuple[int, int]]:
+    """The smallest runs of `text` (slices) that NFC treats as a unit, in order.
+
+    Runs start at characters of combining class 0; a run is joined to the one before it when
+    NFC of the two together differs from NFC of each (a starter that composes with the
+    previous one, such as Hangul jamo), so each run's NFC is its share of NFC(text).
+    """
+    starts = [i for i, ch in enumerate(text) if i == 0 or not unicodedata.combining(ch)]
+    starts.append(len(text))
+    units: list[tuple[int, int]] = []
+    unit_start = 0
+    for a, b in itertools.pairwise(starts):
+        if a > unit_start:
+            head, tail = text[unit_start:a], text[a:b]
+            joined = unicodedata.normalize("NFC", head + tail)
+            if joined == unicodedata.normalize("NFC", head) + unicodedata.normalize("NFC", tail):
+                units.append((unit_start, a))
+                unit_start = a
+    units.append((unit_start, len(text)))
+    return units
+
+
+def _nfc(text: str) -> _Rewrite:
+    """Unicode NFC, rewriting only the smallest runs that NFC changes.
+
+    An ASCII character never composes with what precedes it, so NFC works independently on
+    each stretch of non-ASCII characters together with the one character before it (a base
+    letter its combining marks may join); only stretches that are not already NFC are split
+    into units (`_nfc_units`) and rewritten.
+    """
+    rewrite = _Rewrite(text)
+    if unicodedata.is_normalized("NFC", text):
+        return rewrite
+    for run in _NON_ASCII.finditer(text):
+        a, b = max(run.start() - 1, 0), run.end()
+        stretch = text[a:b]
+        if unicodedata.is_normalized("NFC", stretch):
+            continue
+        for start, end in _nfc_units(stretch):
+            rewrite.replace(a + start, a + end, unicodedata.normalize("NFC", stretch[start:end]))
+    if rewrite.result()[0] != unicodedata.normalize("NFC", text):  # never seen; stay correct
+        rewrite = _Rewrite(text)
+        rewrite.replace(0, len(text), unicodedata.normalize("NFC", text))
+    return rewrite
+
+
+def normalise_with_offsets(text: str, *, mtsamples_repair: bool = False) -> tuple[str, OffsetMap]:
+    """The normalised view of a note text and the map of its characters back to `text`.
 
     Steps: ``\\r\\n``/``\\r`` -> ``\\n``; drop control characters except ``\\n`` and ``\\t``;
-    Unicode NFC; then undo the MTSamples comma-for-line-break artefacts (one ``\\n`` per
-    flattened comma, so blank lines survive as paragraph breaks). The artefact repairs only
-    touch ``,`` that follows ``:``, a ``.`` glued to the next word, or that precedes an
-    upper-case ``HEADER:``; ordinary prose commas are unchanged.
+    Unicode NFC. With `mtsamples_repair` (opt-in: a repair for one corpus, never run on a
+    hospital's notes by default) then undo the MTSamples comma-for-line-break artefacts (one
+    ``\\n`` per flattened comma, so blank lines survive as paragraph breaks); they only touch
+    ``,`` that follows ``:``, a ``.`` glued to the next word, or that precedes an upper-case
+    ``HEADER:``; ordinary prose commas are unchanged. Pure and idempotent. The model reads the
+    view; offsets found on it are mapped back with `OffsetMap.original_span` (`NoteView`).
     """
-    text = _NEWLINES.sub("\n", text)
-    text = _CONTROL.sub("", text)
-    text = unicodedata.normalize("NFC", text)
-    text = _HEADER_BREAK.sub(lambda m: _commas_to_newlines(m, ":"), text)
-    text = _SENTENCE_BREAK.sub(lambda m: _commas_to_newlines(m, "."), text)
-    return _CAPS_HEADER_BREAK.sub("\n", text)
+    offsets = OffsetMap(len(text), len(text))
+    steps: list[Callable[[str], _Rewrite]] = [
+        lambda t: _sub(t, _NEWLINES, 0, lambda _: "\n"),
+        lambda t: _sub(t, _CONTROL, 0, lambda _: ""),
+        _nfc,
+    ]
+    if mtsamples_repair:
+        steps += [
+            lambda t: _sub(t, _HEADER_BREAK, 0, _commas_as_newlines),
+            lambda t: _sub(t, _SENTENCE_BREAK, 1, _commas_as_newlines),
+            lambda t: _sub(t, _CAPS_HEADER_BREAK, 0, lambda _: "\n"),
+        ]
+    for step in steps:
+        text, step_map = step(text).result()
+        offsets = offsets.then(step_map)
+    return text, offsets
+
+
+def normalise_text(text: str, *, mtsamples_repair: bool = False) -> str:
+    """The normalised view of a note text (`normalise_with_offsets` without the map)."""
+    return normalise_with_offsets(text, mtsamples_repair=mtsamples_repair)[0]
+
+
+@dataclass(frozen=True)
+class NoteView:
+    """A note as delivered (`original`) and the normalised `text` a model reads.
+
+    Offsets found on `text` are re-anchored on `original` by `entities_on_original`, so every
+    output honours ``original[start:end] == entity.text``.
+    """
+
+    original: str
+    text: str
+    offsets: OffsetMap
+
+    @classmethod
+    def unchanged(cls, text: str) -> NoteView:
+        """The view of a text read as it is (offsets already index the delivered text)."""
+        return cls(text, text, OffsetMap(len(text), len(text)))
+
+    def entities_on_original(self, entities: Iterable[_E]) -> list[_E]:
+        """`entities` (found on `text`) with start/end indexing `original` and text sliced from it.
+
+        Each entity is a dataclass or a NamedTuple with ``start``, ``end``, ``label``, ``text``
+        and ``confidence``. Two entities that land on the same original span and label (their
+        boundaries fell inside one rewritten run) are reported once, the more confident.
+        """
+        if self.offsets.is_identity:
+            return list(entities)
+        kept: dict[tuple[int, int, str], Any] = {}
+        for entity in entities:
+            e: Any = entity
+            start, end = self.offsets.original_span(e.start, e.end)
+            fields = {"start": start, "end": end, "text": self.original[start:end]}
+            moved = (
+                dataclasses.replace(e, **fields)
+                if dataclasses.is_dataclass(e)
+                else e._replace(**fields)
+            )
+            key = (start, end, e.label)
+            if key not in kept or moved.confidence > kept[key].confidence:
+                kept[key] = moved
+        return list(kept.values())
+
+
+def model_view(text: str, *, mtsamples_repair: bool = False) -> NoteView:
+    """The `NoteView` of a note text as delivered."""
+    view, offsets = normalise_with_offsets(text, mtsamples_repair=mtsamples_repair)
+    return NoteView(text, view, offsets)
 
 
 def content_sha256(text: str) -> str:
@@ -397,15 +631,23 @@ class NoteRejected(ValueError):
         self.detail = detail
 
 
-def checked_note_text(
-    note_id: str, text: str, *, max_chars: int = DEFAULT_MAX_CHARS, normalise: bool = True
-) -> str:
-    """The stored text of one candidate note, or `NoteRejected` naming the first failed check.
+def checked_note_view(
+    note_id: str,
+    text: str,
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    normalise: bool = True,
+    mtsamples_repair: bool = False,
+) -> NoteView:
+    """The `NoteView` of one candidate note, or `NoteRejected` naming the first failed check.
 
     The per-record checks of the readers, in their order: note_id validity, text encodability,
-    normalisation, empty text, length limit (on the stored text). Duplicate detection needs a
-    run and stays with `NoteReader`. Used by every entry point that takes notes one by one
-    (the inference server), so a note is accepted or rejected the same way everywhere.
+    normalisation, empty text, length limit. Emptiness is judged on the normalised view (what
+    the model would read); the length limit on the text as delivered and on the view, whichever
+    is longer. The text kept and hashed is always the text as delivered (`NoteView.original`);
+    with `normalise` off the view is the text itself. Duplicate detection needs a run and stays
+    with `NoteReader`. Used by every entry point, so a note is accepted or rejected the same
+    way everywhere.
     """
     problem = _note_id_problem(note_id)
     if problem is not None:
@@ -418,18 +660,29 @@ def checked_note_text(
             QuarantineReason.BAD_ENCODING,
             f"text contains an unpaired surrogate at character {exc.start}",
         ) from None
-    if normalise:
-        text = normalise_text(text)
-    if not text.strip():
+    view = (
+        model_view(text, mtsamples_repair=mtsamples_repair)
+        if normalise
+        else NoteView.unchanged(text)
+    )
+    if not view.text.strip():
         raise NoteRejected(
             QuarantineReason.EMPTY_TEXT,
             f"text is empty or whitespace only ({len(text)} characters)",
         )
-    if len(text) > max_chars:
+    length = max(len(text), len(view.text))
+    if length > max_chars:
         raise NoteRejected(
-            QuarantineReason.TOO_LONG, f"text has {len(text)} characters; limit is {max_chars}"
+            QuarantineReason.TOO_LONG, f"text has {length} characters; limit is {max_chars}"
         )
-    return text
+    return view
+
+
+def checked_note_text(
+    note_id: str, text: str, *, max_chars: int = DEFAULT_MAX_CHARS, normalise: bool = True
+) -> str:
+    """The kept text (as delivered) of one candidate note, checked by `checked_note_view`."""
+    return checked_note_view(note_id, text, max_chars=max_chars, normalise=normalise).original
 
 
 class NoteReader:

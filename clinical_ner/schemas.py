@@ -53,8 +53,8 @@ _NOTE_SHA = Column(
     "note_sha256",
     pa.string(),
     False,
-    "Hex sha256 of the stored (normalised) note text, UTF-8; identifies the exact text the "
-    "offsets refer to.",
+    "Hex sha256 of the note text as delivered (never rewritten), UTF-8; identifies the exact "
+    "text the offsets refer to.",
 )
 _SOURCE = Column(
     "source",
@@ -82,7 +82,13 @@ ENTITY_COLUMNS: tuple[Column, ...] = (
         "end_char, label). Same note text + same span + same label -> same id on every re-run; "
         "unique per (entity_id, model_version).",
     ),
-    Column("label", pa.string(), False, "Entity type: DISEASE or TREATMENT."),
+    Column(
+        "label",
+        pa.string(),
+        False,
+        "Entity type: one of the producing model's labels (from its metadata), e.g. "
+        "DISEASE, SYMPTOM, TREATMENT.",
+    ),
     Column(
         "text",
         pa.string(),
@@ -126,9 +132,10 @@ NOTE_COLUMNS: tuple[Column, ...] = (
         "entity_counts_by_label",
         pa.string(),
         False,
-        "Compact JSON object label -> count, keys sorted, every model label present, e.g. "
-        '{"DISEASE":2,"TREATMENT":0}. A JSON string because Athena (json_extract_scalar) '
-        "and DuckDB (->>) both read it without a map type.",
+        "Compact JSON object label -> count, keys sorted, every label of the producing "
+        'model present (from its metadata), e.g. {"DISEASE":2,"SYMPTOM":1,"TREATMENT":0}. '
+        "A JSON string because Athena (json_extract_scalar) and DuckDB (->>) both read it "
+        "without a map type, and a new label needs no schema change.",
     ),
     Column(
         "mean_confidence",

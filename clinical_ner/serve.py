@@ -5,7 +5,7 @@ there) is loaded and warmed up, 503 before. ``POST /invocations`` takes notes as
 ``application/json`` (one note object, a list of them, or ``{"instances": [...]}``) or
 ``application/jsonlines`` (one note object per line: SageMaker Batch Transform with
 ``SplitType=Line``) and returns, per note and in input order, the entities with character
-offsets into the stored note text, label, confidence, negation and the model version.
+offsets into the note text as sent, label, confidence, negation and the model version.
 ``GET /execution-parameters`` tells Batch Transform the batching this server prefers.
 docs/serving.md is the full contract (payloads, errors, limits).
 
@@ -18,13 +18,15 @@ containers), each with its own copy of the model: a request takes the next idle 
 requests run on N cores while the waitress threads keep answering ``/ping`` and rejecting bad
 requests.
 
-Validation is the core's (`clinical_ner.notes.checked_note_text`): the same note_id rules,
+Validation is the core's (`clinical_ner.notes.checked_note_view`): the same note_id rules,
 normalisation and length limit as the batch readers, so a note is accepted or rejected the same
-way on every path. Client errors are 4xx with a JSON body ``{"error": {"status", "code",
-"message"}}``; messages name fields, positions and limits, never note text. In JSON Lines a bad
-line does not reject the others: its output line is an error entry (Batch Transform must not
-lose a whole mini-batch to one record). The access log has method, path, status, note and
-rejected-record counts, bytes and latency only.
+way on every path. The model reads the note's normalised view and its offsets are mapped back
+(`NoteView.entities_on_original`), so every answer indexes the text as sent:
+``text[start:end] == entity.text``. Client errors are 4xx with a JSON body ``{"error":
+{"status", "code", "message"}}``; messages name fields, positions and limits, never note text.
+In JSON Lines a bad line does not reject the others: its output line is an error entry (Batch
+Transform must not lose a whole mini-batch to one record). The access log has method, path,
+status, note and rejected-record counts, bytes and latency only.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ from typing import Any, NamedTuple
 from clinical_ner.notes import (
     DEFAULT_MAX_CHARS,
     NoteRejected,
+    NoteView,
     QuarantineReason,
     checked_note_text,
+    checked_note_view,
     content_sha256,
 )
 
@@ -342,8 +346,7 @@ class WorkerPool:
 @dataclass(frozen=True)
 class ParsedNote:
     note_id: str
-    text: str  # stored (normalised) text
-    normalised: bool  # stored text differs from the text sent
+    view: NoteView  # the text as sent (`original`, which offsets index) and what the model reads
 
 
 class RecordRejected(ClientError):
@@ -560,11 +563,12 @@ class InferenceApp:
         if not notes:
             return []
         try:
-            predictions = self.holder.predict([n.text for n in notes], self.limits.batch_size)
+            predictions = self.holder.predict([n.view.text for n in notes], self.limits.batch_size)
         except WorkerBusy:
             raise ClientError(503, "busy", "every inference worker is busy; retry") from None
         return [
-            self._result(note, entities) for note, entities in zip(notes, predictions, strict=True)
+            self._result(note, note.view.entities_on_original(entities))
+            for note, entities in zip(notes, predictions, strict=True)
         ]
 
     # -- request parsing
@@ -693,23 +697,23 @@ class InferenceApp:
                 _valid_note_id(note_id),
             )
         try:
-            stored = checked_note_text(note_id, text, max_chars=self.limits.max_chars)
+            view = checked_note_view(note_id, text, max_chars=self.limits.max_chars)
         except NoteRejected as exc:
             known = None if exc.reason is QuarantineReason.INVALID_NOTE_ID else note_id
             raise RecordRejected(400, exc.reason.value, f"{where}: {exc.detail}", known) from None
-        return ParsedNote(note_id, stored, stored != text)
+        return ParsedNote(note_id, view)
 
     def _result(self, note: ParsedNote, entities: Sequence[Any]) -> dict[str, object]:
         # Not a module-level import: schemas loads pyarrow (~75 MiB), and every inference
         # worker imports this module without ever building a result. main() preloads it.
         from clinical_ner.schemas import make_entity_id
 
-        sha = content_sha256(note.text)
+        # Offsets (already mapped back) and the hash are of the text as sent: nothing to echo.
+        sha = content_sha256(note.view.original)
         result: dict[str, object] = {
             "note_id": note.note_id,
             "model_version": self.holder.version,
             "note_sha256": sha,
-            "normalised": note.normalised,
             "entities": [
                 {
                     "entity_id": make_entity_id(note.note_id, sha, e.start, e.end, e.label),
@@ -723,8 +727,6 @@ class InferenceApp:
                 for e in entities
             ],
         }
-        if note.normalised:
-            result["text"] = note.text  # offsets index this stored text, not the text sent
         return result
 
 

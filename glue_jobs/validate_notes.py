@@ -11,6 +11,10 @@ key, size and last-modified time of every object a run completed, and later runs
 (the Glue job bookmark equivalent for byte-level reads; see docs/infrastructure.md). Re-running
 over the same input therefore writes nothing; a run interrupted after writing data is
 repaired on the next run without duplicate rows (see `data_prep.resolve_duplicates`).
+
+Curated notes keep their text as delivered, with ``note_sha256`` of that text: the model reads a
+normalised view later and maps its offsets back (`clinical_ner.notes.model_view`). No
+corpus-specific repair runs here.
 """
 
 from __future__ import annotations

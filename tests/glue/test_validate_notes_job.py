@@ -3,6 +3,7 @@ idempotent re-runs, crash recovery and cross-run duplicates."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -172,16 +173,20 @@ def test_summary_json_is_written(first_run):
     assert json.loads(path.read_text()) == report
 
 
-def test_curated_notes_are_normalised_parquet_in_the_dt_partition(first_run):
+def test_curated_notes_are_kept_as_delivered_in_the_dt_partition(first_run):
     root, _ = first_run
     assert (root / LAKE.curated_notes / f"dt={DT}").is_dir()
     rows = {r["note_id"]: r for r in _table(root, LAKE.curated_notes)}
     assert set(rows) == EXPECTED_CURATED
-    assert rows["n1"]["text"] == (
-        "Patient presents with type 2 diabetes mellitus.\nStarted on metformin."
-    )
-    assert rows["a3"]["text"] == "PREOPERATIVE DIAGNOSIS:\nMorbid obesity.\nPLAN:\nGastric bypass."
-    assert rows["c3"]["text"] == "Bell ring"  # control character removed
+    # Never rewritten (offsets index the note as delivered): CRLF, MTSamples commas, controls.
+    delivered = {
+        "n1": "Patient presents with type 2 diabetes mellitus.\r\nStarted on metformin.",
+        "a3": "PREOPERATIVE DIAGNOSIS: , Morbid obesity.,PLAN: , Gastric bypass.",
+        "c3": "Bell\x07 ring",
+    }
+    for note_id, text in delivered.items():
+        assert rows[note_id]["text"] == text
+        assert rows[note_id]["note_sha256"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert rows["2"]["source"] == "raw/notes/good/batch.jsonl" and rows["2"]["locator"] == 2
     assert rows["n1"]["locator"] is None
     assert all(r["dt"] == DT and r["run_id"] == "run-1" for r in rows.values())

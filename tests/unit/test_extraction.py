@@ -158,7 +158,7 @@ def test_counts_add_up_and_summary_json_matches(inputs: Path, tmp_path: Path) ->
     assert on_disk["entities_by_label"] == {"DISEASE": 4, "TREATMENT": 2}
     assert on_disk["model_version"] == "test-double-1"
     assert on_disk["dt"] == "2024-03-05"
-    assert on_disk["words"] == 4 + 5 + 5 + 3  # of the stored (normalised) texts
+    assert on_disk["words"] == 4 + 6 + 5 + 3  # of the stored texts, as delivered
     for key in ("elapsed_seconds", "notes_per_second", "words_per_second"):
         assert on_disk[key] >= 0
 
@@ -182,12 +182,16 @@ def test_zero_entity_note_is_processed(inputs: Path, tmp_path: Path) -> None:
     assert n2["mean_confidence"] == pytest.approx((0.7 + 0.9 + 0.9) / 3, rel=1e-6)
 
 
-def test_offsets_slice_the_stored_normalised_text(inputs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mtsamples_repair", [False, True])
+def test_offsets_slice_the_stored_text_as_delivered(
+    inputs: Path, tmp_path: Path, mtsamples_repair: bool
+) -> None:
     out = tmp_path / "out"
-    run_extraction(DictionaryTestDouble(), inputs, out, now=NOW)
+    run_extraction(DictionaryTestDouble(), inputs, out, now=NOW, mtsamples_repair=mtsamples_repair)
     stored = {n.note_id: n for n in read_notes(inputs).collect().notes}
-    # n2 was normalised ("DIAGNOSIS:\nHypertension..."), so raw-text offsets would be wrong.
-    assert stored["n2"].text.startswith("DIAGNOSIS:\nHypertension.\nPLAN:\n")
+    # n2 is kept as delivered; with the repair the model reads "DIAGNOSIS:\nHypertension...",
+    # and its offsets are mapped back onto the delivered text.
+    assert stored["n2"].text.startswith("DIAGNOSIS: , Hypertension.,PLAN: , ")
     entities = read_table(out, "entities")
     for row in entities.itertuples():
         note = stored[row.note_id]
@@ -196,7 +200,7 @@ def test_offsets_slice_the_stored_normalised_text(inputs: Path, tmp_path: Path) 
         assert row.source == note.source
     n2 = entities[entities.note_id == "n2"].sort_values("start_char")
     assert list(n2.text) == ["Hypertension", "Metformin", "diabetes"]
-    assert list(n2.start_char) == [11, 31, 42]
+    assert list(n2.start_char) == [13, 35, 46]
 
 
 def test_entity_ids_are_deterministic(inputs: Path, tmp_path: Path) -> None:

@@ -52,17 +52,17 @@ def reasons(batch: NoteBatch) -> list[tuple[int | None, str]]:
 # ----------------------------------------------------------------------------- good paths
 
 
-def test_txt_note_id_is_file_stem_and_text_is_stored_normalised(tmp_path: Path) -> None:
+def test_txt_note_id_is_file_stem_and_text_is_stored_as_delivered(tmp_path: Path) -> None:
     path = write(tmp_path / "note.123.txt", "DIAGNOSIS: , Diabetes.\r\n")
     batch = read(path)
     assert batch.quarantined == []
     (note,) = batch.notes
     assert note.note_id == "note.123"
-    assert note.text == "DIAGNOSIS:\nDiabetes.\n"
+    assert note.text == "DIAGNOSIS: , Diabetes.\r\n"
     assert note.source == str(path)
     assert note.locator is None
     assert note.content_sha256 == hashlib.sha256(note.text.encode()).hexdigest()
-    assert (note.char_count, note.word_count) == (len(note.text), 2)
+    assert (note.char_count, note.word_count) == (len(note.text), 3)
 
 
 def test_jsonl_good_path_extra_keys_integer_ids_and_blank_lines(tmp_path: Path) -> None:
@@ -230,14 +230,15 @@ def test_too_long_is_judged_on_the_stored_text(tmp_path: Path) -> None:
     objs = [
         {"note_id": "at-limit", "text": "x" * 20},
         {"note_id": "over", "text": "x" * 21},
-        # 23 raw characters, 20 once the CR/LF pairs collapse: accepted.
+        # 23 characters as delivered (and stored), 20 once the CR/LF pairs collapse: too long.
         {"note_id": "crlf", "text": "abcdefgh\r\n" * 2 + "a\r\n"},
     ]
     big_txt = write(tmp_path / "big.txt", "y" * 200)  # rejected from its size alone
     batch = read(write(tmp_path / "n.jsonl", jsonl(*objs)), big_txt, max_chars=20)
-    assert [n.note_id for n in batch.notes] == ["at-limit", "crlf"]
+    assert [n.note_id for n in batch.notes] == ["at-limit"]
     assert [(q.note_id, q.reason) for q in batch.quarantined] == [
         ("over", R.TOO_LONG),
+        ("crlf", R.TOO_LONG),
         ("big", R.TOO_LONG),
     ]
     assert batch.quarantined[0].detail == "text has 21 characters; limit is 20"
@@ -272,12 +273,17 @@ def test_duplicate_note_id_versus_duplicate_record(tmp_path: Path) -> None:
     }
 
 
-def test_duplicate_record_is_judged_after_normalisation(tmp_path: Path) -> None:
+def test_duplicates_are_judged_on_the_text_as_delivered(tmp_path: Path) -> None:
+    # Another line ending is another delivered text (another note_sha256), not a re-drop.
     path = write(
         tmp_path / "n.jsonl",
-        jsonl({"note_id": "n", "text": "Asthma.\r\n"}, {"note_id": "n", "text": "Asthma.\n"}),
+        jsonl(
+            {"note_id": "n", "text": "Asthma.\r\n"},
+            {"note_id": "n", "text": "Asthma.\n"},
+            {"note_id": "n", "text": "Asthma.\r\n"},
+        ),
     )
-    assert reasons(read(path)) == [(2, "duplicate_record")]
+    assert reasons(read(path)) == [(2, "duplicate_note_id"), (3, "duplicate_record")]
 
 
 @pytest.mark.parametrize(
@@ -380,8 +386,14 @@ def test_discover_files_accepts_a_single_path(tmp_path: Path) -> None:
     ],
 )
 def test_normalise_text(raw: str, expected: str) -> None:
-    assert normalise_text(raw) == expected
-    assert normalise_text(expected) == expected  # idempotent
+    # The MTSamples repairs are opt-in (mtsamples_repair=True); the other steps always run.
+    assert normalise_text(raw, mtsamples_repair=True) == expected
+    assert normalise_text(expected, mtsamples_repair=True) == expected  # idempotent
+
+
+def test_mtsamples_repair_is_off_by_default() -> None:
+    raw = "DIAGNOSIS: , Morbid obesity.,PLAN: , Gastric bypass.\r\n"
+    assert normalise_text(raw) == "DIAGNOSIS: , Morbid obesity.,PLAN: , Gastric bypass.\n"
 
 
 def test_normalisation_can_be_turned_off(tmp_path: Path) -> None:

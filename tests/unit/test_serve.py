@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
@@ -112,7 +113,7 @@ def error_of(status, ctype, body):
 
 
 def check_entities(result: dict, text: str) -> None:
-    assert set(result) >= {"note_id", "entities", "model_version", "note_sha256", "normalised"}
+    assert set(result) == {"note_id", "entities", "model_version", "note_sha256"}
     for entity in result["entities"]:
         assert set(entity) == {
             "entity_id",
@@ -143,8 +144,8 @@ def test_single_json_note(server):
     status, ctype, body = post_json(server["port"], {"note_id": "n-1", "text": NOTE})
     assert status == 200 and ctype == "application/json"
     result = json.loads(body)
-    assert result["note_id"] == "n-1" and result["normalised"] is False
-    assert "text" not in result  # the text sent is the stored text: not echoed back
+    assert result["note_id"] == "n-1"
+    assert "text" not in result  # offsets index the text sent: it is never echoed back
     check_entities(result, NOTE)
     assert result["entities"], "the tiny model finds something in a training-like note"
     negated = {e["text"]: e["negated"] for e in result["entities"]}
@@ -189,14 +190,17 @@ def test_jsonlines_batch_transform(server):
         check_entities(result, note["text"])
 
 
-def test_offsets_refer_to_the_normalised_text(server):
-    raw = "DIAGNOSIS: , Asthma.\r\nPLAN: , Albuterol."
+def test_offsets_refer_to_the_text_as_sent(server):
+    # CRLF, a control character, a decomposed accent and an astral character: the model reads
+    # the normalised view, the answer indexes the text sent.
+    raw = "DIAGNOSIS: , Asthma.\r\nPLAN: , Albuterol\x07 inhaler. \U0001f600 Cafe\u0301 asthma."
     status, _, body = post_json(server["port"], {"note_id": "norm", "text": raw})
     assert status == 200
     result = json.loads(body)
-    assert result["normalised"] is True
-    assert result["text"] == "DIAGNOSIS:\nAsthma.\nPLAN:\nAlbuterol."
-    check_entities(result, result["text"])
+    assert "text" not in result and "normalised" not in result
+    assert result["note_sha256"] == hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    check_entities(result, raw)
+    assert result["entities"], "the model finds something after the rewritten characters"
 
 
 def test_execution_parameters_for_batch_transform(server):
