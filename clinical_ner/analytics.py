@@ -16,6 +16,11 @@ reads the partition with autocasting switched off).
 Re-runs: a note extracted again by another model version has rows per version. Queries that
 describe "the current state of a note" keep the latest inference per note (``latest`` CTE);
 the model-version comparison keeps all versions on purpose.
+
+Labels: no query names a label. The label set is whatever the models wrote (each model's own,
+from its metadata), so per-label figures are rows (``GROUP BY label``) and label pairs are
+``label_a < label_b`` combinations, never fixed columns: a model with a new label (e.g.
+SYMPTOM) shows up without a query change.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ WITH latest AS (
 QUERIES: tuple[NamedQuery, ...] = (
     NamedQuery(
         "note_extractions",
-        "All extracted DISEASE/TREATMENT mentions of one note (parameter: note_id), in text "
+        "All extracted mentions of one note, every label (parameter: note_id), in text "
         "order, every model version that processed it.",
         """
 SELECT note_id, entity_id, label, text, start_char, end_char, confidence, negated,
@@ -84,8 +89,8 @@ LIMIT {REVIEW_LIMIT}
     ),
     NamedQuery(
         "label_counts_by_day",
-        "DISEASE and TREATMENT mentions per day (run date): mentions, negated mentions, notes "
-        "mentioning the label, mean confidence.",
+        "Mentions per day (run date) and label, for every label the models produced: "
+        "mentions, negated mentions, notes mentioning the label, mean confidence.",
         """
 SELECT dt, label,
        COUNT(*) AS mentions,
@@ -98,22 +103,35 @@ ORDER BY dt, label
 """.strip(),
     ),
     NamedQuery(
-        "disease_treatment_pairs",
-        "Disease and treatment mentions that occur in the same note (not negated), by the "
-        "number of notes they co-occur in; text lower-cased.",
+        "label_pairs",
+        "Mentions of two different labels that occur in the same note (not negated), e.g. "
+        "DISEASE with TREATMENT, for every pair of labels (label_a < label_b): the "
+        f"{PAIR_LIMIT} most frequent text pairs per label pair, by the number of notes they "
+        "co-occur in; text lower-cased.",
         f"""
-SELECT LOWER(d.text) AS disease, LOWER(t.text) AS treatment,
-       COUNT(DISTINCT d.note_id) AS notes,
-       MIN(d.dt) AS first_seen, MAX(d.dt) AS last_seen
-FROM entities d
-JOIN entities t
-  ON t.note_id = d.note_id AND t.model_version = d.model_version
- AND t.inference_time = d.inference_time
-WHERE d.label = 'DISEASE' AND t.label = 'TREATMENT'
-  AND NOT d.negated AND NOT t.negated
-GROUP BY LOWER(d.text), LOWER(t.text)
-ORDER BY notes DESC, disease, treatment
-LIMIT {PAIR_LIMIT}
+WITH pairs AS (
+    SELECT a.label AS label_a, LOWER(a.text) AS text_a,
+           b.label AS label_b, LOWER(b.text) AS text_b,
+           COUNT(DISTINCT a.note_id) AS notes,
+           MIN(a.dt) AS first_seen, MAX(a.dt) AS last_seen
+    FROM entities a
+    JOIN entities b
+      ON b.note_id = a.note_id AND b.model_version = a.model_version
+     AND b.inference_time = a.inference_time
+    WHERE a.label < b.label
+      AND NOT a.negated AND NOT b.negated
+    GROUP BY a.label, LOWER(a.text), b.label, LOWER(b.text)
+),
+ranked AS (
+    SELECT label_a, text_a, label_b, text_b, notes, first_seen, last_seen,
+           ROW_NUMBER() OVER (PARTITION BY label_a, label_b
+                              ORDER BY notes DESC, text_a, text_b) AS rank_in_pair
+    FROM pairs
+)
+SELECT label_a, text_a, label_b, text_b, notes, first_seen, last_seen
+FROM ranked
+WHERE rank_in_pair <= {PAIR_LIMIT}
+ORDER BY label_a, label_b, notes DESC, text_a, text_b
 """.strip(),
     ),
     NamedQuery(
@@ -132,7 +150,8 @@ ORDER BY dt, records DESC, reason
     NamedQuery(
         "model_version_comparison",
         "Per model version: notes and entities processed, entities per note, share of notes "
-        "with no entity, per-label mentions, mean and low (<0.5) confidence share, negations.",
+        "with no entity, mean and low (<0.5) confidence share, negations (per-label figures: "
+        "labels_by_model_version).",
         """
 WITH n AS (
     SELECT model_version,
@@ -145,8 +164,6 @@ WITH n AS (
 e AS (
     SELECT model_version,
            COUNT(*) AS entities,
-           SUM(CASE WHEN label = 'DISEASE' THEN 1 ELSE 0 END) AS disease_mentions,
-           SUM(CASE WHEN label = 'TREATMENT' THEN 1 ELSE 0 END) AS treatment_mentions,
            AVG(CAST(confidence AS DOUBLE)) AS mean_confidence,
            AVG(CASE WHEN confidence < 0.5 THEN 1.0 ELSE 0.0 END) AS low_confidence_share,
            AVG(CASE WHEN negated THEN 1.0 ELSE 0.0 END) AS negated_share
@@ -156,13 +173,42 @@ e AS (
 SELECT n.model_version, n.notes, COALESCE(e.entities, 0) AS entities,
        CAST(COALESCE(e.entities, 0) AS DOUBLE) / n.notes AS entities_per_note,
        CAST(n.notes_without_entity AS DOUBLE) / n.notes AS no_entity_share,
-       COALESCE(e.disease_mentions, 0) AS disease_mentions,
-       COALESCE(e.treatment_mentions, 0) AS treatment_mentions,
        e.mean_confidence, e.low_confidence_share, e.negated_share,
        n.first_dt, n.last_dt
 FROM n
 LEFT JOIN e ON e.model_version = n.model_version
 ORDER BY n.first_dt, n.model_version
+""".strip(),
+    ),
+    NamedQuery(
+        "labels_by_model_version",
+        "Per model version and label (one row each, whatever labels the models have): "
+        "mentions, share of the version's mentions, mentions per 1000 words, notes "
+        "mentioning the label, mean confidence, negated share.",
+        """
+WITH n AS (
+    SELECT model_version, SUM(word_count) AS words
+    FROM notes
+    GROUP BY model_version
+),
+e AS (
+    SELECT model_version, label,
+           COUNT(*) AS mentions,
+           COUNT(DISTINCT note_id) AS notes,
+           AVG(CAST(confidence AS DOUBLE)) AS mean_confidence,
+           AVG(CASE WHEN negated THEN 1.0 ELSE 0.0 END) AS negated_share
+    FROM entities
+    GROUP BY model_version, label
+)
+SELECT e.model_version, e.label, e.mentions,
+       CAST(e.mentions AS DOUBLE)
+           / SUM(e.mentions) OVER (PARTITION BY e.model_version) AS share_of_mentions,
+       CASE WHEN n.words > 0 THEN CAST(e.mentions AS DOUBLE) * 1000 / n.words END
+           AS mentions_per_1000_words,
+       e.notes, e.mean_confidence, e.negated_share
+FROM e
+LEFT JOIN n ON n.model_version = e.model_version
+ORDER BY e.model_version, e.label
 """.strip(),
     ),
 )

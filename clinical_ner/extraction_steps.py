@@ -223,18 +223,27 @@ def publish_extractions(
     run_id: str,
     dt: str,
     stage: str,
+    model_data_url: str,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Transform output + curated notes -> entities/notes Parquet in the lake (idempotent)."""
+    """Transform output + curated notes -> entities/notes Parquet in the lake (idempotent).
+
+    The label set comes from the transform model's own ``metrics.json`` (in its
+    ``model_data_url`` archive), which must describe the version that answered.
+    """
     from clinical_ner.monitoring import pipeline_metric_data
     from clinical_ner.publish import (
         PUBLISHED_TABLES,
+        model_labels,
         parse_transform_output,
         publish_transform_output,
         transform_paths,
     )
+    from clinical_ner.registry import METRICS_MEMBER, metrics_from_model_tarball
 
     _check_run_id(run_id)
+    if not isinstance(model_data_url, str) or not model_data_url:
+        raise PipelineStepError("publish needs the transform model's model_data_url")
     paths = transform_paths(run_id)
     now = (now or datetime.now(UTC)).astimezone(UTC)
     output_keys = [k for k in list_keys(s3, bucket, paths["output_prefix"]) if not k.endswith("/")]
@@ -248,12 +257,20 @@ def publish_extractions(
         if overlap:
             raise PipelineStepError(f"transform output files repeat {len(overlap)} note id(s)")
         answers.update(part)
+    metrics = metrics_from_model_tarball(s3, model_data_url)
+    labels = model_labels(metrics, f"{METRICS_MEMBER} of {model_data_url}")
+    answered = {str(a["model_version"]) for a in answers.values()}
+    if metrics.get("model_version") is not None and answered != {str(metrics["model_version"])}:
+        raise PipelineStepError(
+            f"transform answers come from model version(s) {sorted(answered)}, but "
+            f"{model_data_url} is version {metrics['model_version']!r}"
+        )
     prefixes = {"entities": LAKE.inference_entities, "notes": LAKE.inference_notes}
     with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
         tmp_path = Path(tmp)
         notes = _run_notes(s3, bucket, run_id, dt, tmp_path / "in")
         out = tmp_path / "out"
-        result = publish_transform_output(notes, answers, out, dt=dt, now=now)
+        result = publish_transform_output(notes, answers, out, dt=dt, labels=labels, now=now)
         written: dict[str, list[str]] = {}
         for table in PUBLISHED_TABLES:
             keys = []

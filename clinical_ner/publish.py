@@ -13,6 +13,10 @@ The extraction state machine (AWS) and the local runner do the same three things
    label, a confidence outside [0, 1] or a repeated span fails the run (naming note id and
    offsets, never text).
 
+Labels: the label set is the model's own (`model_labels` reads it from the ``labels`` of the
+model's ``metrics.json``/``clinical_ner.json``), never a constant, so a model with a new label
+(e.g. SYMPTOM) publishes its rows and every note's ``entity_counts_by_label`` lists it.
+
 Idempotency: the publish run id is a hash of the model version and the sorted (note_id,
 note_sha256) pairs of the answered notes, and the partition is the curated run's ``dt``. A
 retried or repeated publish of the same notes by the same model writes the same
@@ -43,7 +47,6 @@ from clinical_ner.extraction import (
 from clinical_ner.notes import Note, content_sha256
 from clinical_ner.schemas import PARTITION_COLUMN, TABLES
 
-DEFAULT_LABELS = ("DISEASE", "TREATMENT")
 PUBLISHED_TABLES = ("entities", "notes")
 # Lake prefix (under the lake root) of Batch Transform inputs/outputs, one folder per run.
 TRANSFORM_PREFIX = "inference/transform/"
@@ -66,6 +69,22 @@ class AnsweredEntity:
 
 class TransformOutputError(ModelContractError):
     """The transform output does not answer the curated notes one-to-one and consistently."""
+
+
+def model_labels(metadata: Mapping[str, object], where: str = "model metadata") -> tuple[str, ...]:
+    """The label set of a model from its card or metrics (``{"labels": [...]}``), sorted.
+
+    The one source of labels for consumers of model output that have no loaded model: a
+    missing, empty or malformed list is an error, never a fallback to a fixed set.
+    """
+    raw = metadata.get("labels")
+    if not isinstance(raw, list | tuple) or not raw:
+        raise ModelContractError(f"{where} has no non-empty 'labels' list")
+    if not all(isinstance(label, str) and label.strip() == label and label for label in raw):
+        raise ModelContractError(f"{where}: 'labels' must be non-empty strings without padding")
+    if len(set(raw)) != len(raw):
+        raise ModelContractError(f"{where}: 'labels' repeats a label")
+    return tuple(sorted(raw))
 
 
 def transform_paths(run_id: str) -> dict[str, str]:
@@ -226,17 +245,20 @@ def publish_transform_output(
     output_dir: Path | str,
     *,
     dt: str,
-    labels: Sequence[str] = DEFAULT_LABELS,
+    labels: Sequence[str],
     now: datetime | None = None,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
 ) -> PublishResult:
     """Write the entities/notes tables of `notes` answered by `answers` (see module doc).
 
     Every note must have exactly one answer and every answer a note; all answers must carry
-    the same model version.
+    the same model version. `labels` is the answering model's label set (`model_labels`): an
+    answered label outside it fails the run, and every note counts each of them.
     """
     if not notes:
         raise ValueError("no notes to publish")
+    if isinstance(labels, str) or not labels:
+        raise ValueError("labels must be the model's non-empty label set")
     now = (now or datetime.now(UTC)).astimezone(UTC)
     by_id = {n.note_id: n for n in notes}
     missing = sorted(set(by_id) - set(answers))

@@ -39,7 +39,9 @@ silently missing baseline would make the gate fall back to comparing scores from
 datasets.
 
 Final metrics are also printed as ``METRIC <name>=<value>`` lines, so a training job's
-MetricDefinitions can pick them up with e.g. ``METRIC dev_f1=([0-9.]+)``; with a production
+MetricDefinitions can pick them up with e.g. ``METRIC dev_f1=([0-9.]+)``. Per-label lines
+(``dev_f1_<LABEL>``) follow the model's own labels; ``dev_min_label_f1``/``test_min_label_f1``
+(the weakest label) are the label-independent names the state machine defines. With a production
 channel these include ``production_dev_f1`` (and ``production_test_f1``), which are logged to
 MLflow too, with the ``production_model_version`` tag.
 
@@ -60,7 +62,7 @@ import tempfile
 import time
 import traceback
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
@@ -491,6 +493,7 @@ def run(root: Path) -> dict[str, object]:
     }
     for label, scores in dev_scores["per_label"].items():
         summary[f"dev_f1_{label}"] = scores["f"]
+    summary.update(min_label_f1("dev", dev_scores["per_label"]))
     if test is not None:
         test_scores = metrics["test"]
         assert isinstance(test_scores, dict)
@@ -501,6 +504,7 @@ def run(root: Path) -> dict[str, object]:
         )
         for label, scores in test_scores["per_label"].items():
             summary[f"test_f1_{label}"] = scores["f"]
+        summary.update(min_label_f1("test", test_scores["per_label"]))
     if baseline is not None:
         for split in ("dev", "test"):
             if split in baseline:
@@ -529,6 +533,16 @@ def run(root: Path) -> dict[str, object]:
     for name, value in summary.items():
         print(f"METRIC {name}={value}", flush=True)
     return metrics
+
+
+def min_label_f1(split: str, per_label: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """``{"<split>_min_label_f1": worst per-label F1}`` ({} without labels).
+
+    The per-label ``<split>_f1_<LABEL>`` names depend on the model's labels; this one does not,
+    so a training job's fixed MetricDefinitions can still follow the weakest label.
+    """
+    scores = [float(s["f"]) for s in per_label.values()]
+    return {f"{split}_min_label_f1": min(scores)} if scores else {}
 
 
 def write_model_archive(model_dir: Path, fileobj: BinaryIO) -> None:

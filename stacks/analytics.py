@@ -58,15 +58,16 @@ class AnalyticsStack(Stack):
                 "entities",
                 ENTITY_SCHEMA,
                 f"s3://{bucket}/{lake.inference_entities}",
-                "One row per extracted DISEASE/TREATMENT mention (offsets, confidence, "
-                "negation, model version). Mention text is PHI.",
+                "One row per extracted mention, any of the model's labels (offsets, "
+                "confidence, negation, model version). Mention text is PHI.",
             ),
             "notes": self._table(
                 "NotesTable",
                 "notes",
                 NOTE_SCHEMA,
                 f"s3://{bucket}/{lake.inference_notes}",
-                "One row per extracted note: counts, length, mean confidence, model version.",
+                "One row per extracted note: counts (per label as JSON), length, mean "
+                "confidence, model version.",
             ),
         }
 

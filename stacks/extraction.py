@@ -324,6 +324,7 @@ class ExtractionStack(Stack):
                     ["s3:GetObject"],
                     TRANSFORM_PREFIX,
                     lake.curated_notes,
+                    lake.models,  # the transform model's metrics.json: its label set
                 ),
                 objects(
                     "WriteTables",
@@ -334,7 +335,13 @@ class ExtractionStack(Stack):
                 lake_key_stmt,
                 metrics_stmt,
             ],
-            (TRANSFORM_PREFIX, lake.curated_notes, lake.inference_entities, lake.inference_notes),
+            (
+                TRANSFORM_PREFIX,
+                lake.curated_notes,
+                lake.models,
+                lake.inference_entities,
+                lake.inference_notes,
+            ),
             data_lake,
             training,
             removal,

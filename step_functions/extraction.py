@@ -195,6 +195,8 @@ class ExtractionPipeline(Construct):
             {
                 "run_id": sfn.JsonPath.string_at("$.run.run_id"),
                 "dt": sfn.JsonPath.string_at("$.stage.dt"),
+                # The label set is the transform model's own (its metrics.json).
+                "model_data_url": sfn.JsonPath.string_at("$.model.model_data_url"),
             },
             "$.publish",
         )

@@ -4,7 +4,8 @@ Three entry points of one code bundle, deployed as three functions with their ow
 
 - ``stage``: the validate_notes run's curated notes -> transform input JSON Lines.
 - ``resolve_model``: newest Approved model package -> SageMaker Model for the transform.
-- ``handler`` (publish): transform output + curated notes -> entities/notes Parquet.
+- ``handler`` (publish): transform output + curated notes -> entities/notes Parquet, with
+  the label set of the transform model (event ``model_data_url``, the model's metrics.json).
 
 Environment: LAKE_BUCKET, STAGE, JOB_PREFIX, MODEL_PACKAGE_GROUP, TRANSFORM_ROLE_ARN,
 MODEL_PREFIX, SUBNET_IDS and SECURITY_GROUP_IDS (comma-separated; the transform model's VPC,
@@ -54,6 +55,7 @@ def resolve_model(event: dict[str, Any], _context: Any = None) -> dict[str, Any]
 
 def handler(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
     run_id, dt = require(event, "run_id"), require(event, "dt")
+    model_data_url = require(event, "model_data_url")
     return run_step(
         "publish_extractions",
         lambda: steps.publish_extractions(
@@ -63,6 +65,7 @@ def handler(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
             run_id=run_id,
             dt=dt,
             stage=os.environ["STAGE"],
+            model_data_url=model_data_url,
         ),
         run_id=run_id,
     )

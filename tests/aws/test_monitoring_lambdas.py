@@ -180,14 +180,33 @@ def _put_curated(s3, notes: list[Note]) -> None:
     )
 
 
+MODEL_LABELS = ["DISEASE", "SYMPTOM", "TREATMENT"]
+
+
+def _put_model(s3, version: str, labels: list[str]) -> str:
+    """A model.tar.gz in the lake whose metrics.json carries the model's version and labels."""
+    import tarfile
+
+    body = json.dumps({"model_version": version, "labels": labels}).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("metrics.json")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    key = f"{LAKE.models}job-{version}/output/model.tar.gz"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=buf.getvalue())
+    return f"s3://{BUCKET}/{key}"
+
+
 def _fake_transform(s3, input_key: str, output_key: str, version: str) -> None:
-    """What the serving container answers: DISEASE for every 'fever', TREATMENT for 'aspirin'."""
+    """What the serving container answers: DISEASE for every 'fever', SYMPTOM for 'pain',
+    TREATMENT for 'aspirin' (a model with a third label)."""
     lines = s3.get_object(Bucket=BUCKET, Key=input_key)["Body"].read().decode().splitlines()
     out = []
     for line in lines:
         note = json.loads(line)
         text, ents = note["text"], []
-        for word, label in (("fever", "DISEASE"), ("aspirin", "TREATMENT")):
+        for word, label in (("fever", "DISEASE"), ("pain", "SYMPTOM"), ("aspirin", "TREATMENT")):
             start = text.find(word)
             if start >= 0:
                 ents.append(
@@ -233,8 +252,15 @@ def test_stage_publish_monitor_round_trip(aws, monkeypatch):
     output_key = staged["output_uri"].split(f"s3://{BUCKET}/", 1)[1] + "notes.jsonl.out"
     _fake_transform(s3, input_key, output_key, "m-7")
 
-    published = steps.handler({"run_id": RUN_ID, "dt": DT})
-    again = steps.handler({"run_id": RUN_ID, "dt": DT})
+    # The label set is the transform model's own (its metrics.json), not a constant.
+    wrong_model = _put_model(s3, "m-6", MODEL_LABELS)
+    from clinical_ner.aws_runtime import PipelineStepError
+
+    with pytest.raises(PipelineStepError, match="version"):
+        steps.handler({"run_id": RUN_ID, "dt": DT, "model_data_url": wrong_model})
+    model_url = _put_model(s3, "m-7", MODEL_LABELS)
+    published = steps.handler({"run_id": RUN_ID, "dt": DT, "model_data_url": model_url})
+    again = steps.handler({"run_id": RUN_ID, "dt": DT, "model_data_url": model_url})
     assert again["keys"] == published["keys"]
     assert published["notes"] == len(notes) and published["model_version"] == "m-7"
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="inference/")["Contents"]]
@@ -243,6 +269,12 @@ def test_stage_publish_monitor_round_trip(aws, monkeypatch):
     body = s3.get_object(Bucket=BUCKET, Key=entity_files[0])["Body"].read()
     rows = pq.read_table(io.BytesIO(body)).to_pylist()
     assert len(rows) == published["entities"] == len({r["entity_id"] for r in rows})
+    assert {r["label"] for r in rows} == set(MODEL_LABELS)
+    notes_key = published["keys"]["notes"][0]
+    note_rows = pq.read_table(
+        io.BytesIO(s3.get_object(Bucket=BUCKET, Key=notes_key)["Body"].read())
+    ).to_pylist()
+    assert all(sorted(json.loads(r["entity_counts_by_label"])) == MODEL_LABELS for r in note_rows)
 
     monitor = load_handler("drift_monitor").handler
     event = {
@@ -264,6 +296,7 @@ def test_stage_publish_monitor_round_trip(aws, monkeypatch):
         "NotesIn",
         "QuarantineRate",
         "EntitiesExtracted",
+        "EntitiesSymptom",
         "DriftLevel",
         "NoteLengthPSI",
     } <= names
@@ -280,8 +313,13 @@ def test_publish_fails_without_transform_output(aws, monkeypatch):
     _put_curated(s3, _notes(3))
     from clinical_ner.aws_runtime import PipelineStepError
 
-    with pytest.raises(PipelineStepError, match="no transform output"):
+    with pytest.raises(PipelineStepError, match="model_data_url"):
         load_handler("publish_extractions").handler({"run_id": RUN_ID, "dt": DT})
+    model_url = _put_model(s3, "m-7", MODEL_LABELS)
+    with pytest.raises(PipelineStepError, match="no transform output"):
+        load_handler("publish_extractions").handler(
+            {"run_id": RUN_ID, "dt": DT, "model_data_url": model_url}
+        )
 
 
 def test_resolve_model_wraps_the_newest_approved_package_once(aws, monkeypatch):

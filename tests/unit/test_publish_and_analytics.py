@@ -110,8 +110,13 @@ def test_publish_matches_local_extraction_and_is_idempotent(model, tmp_path):
     assert [json.loads(line)["note_id"] for line in body.splitlines()] == [n.note_id for n in notes]
     answers = publish.parse_transform_output(_answers(model, notes).splitlines())
     out = tmp_path / "out"
-    first = publish.publish_transform_output(notes, answers, out, dt="2024-05-02", now=NOW)
-    again = publish.publish_transform_output(notes, answers, out, dt="2024-05-02", now=NOW)
+    labels = model.labels  # the model's own label set (publish has no default)
+    first = publish.publish_transform_output(
+        notes, answers, out, dt="2024-05-02", labels=labels, now=NOW
+    )
+    again = publish.publish_transform_output(
+        notes, answers, out, dt="2024-05-02", labels=labels, now=NOW
+    )
     assert first.run_id == again.run_id
     ents = pq.read_table(out / "entities").to_pylist()
     assert len(ents) == first.summary.entities > 0
@@ -135,11 +140,15 @@ def test_publish_rejects_inconsistent_output(model, tmp_path):
     answers = publish.parse_transform_output(_answers(model, notes).splitlines())
     missing = dict(list(answers.items())[1:])
     with pytest.raises(publish.TransformOutputError, match="without an answer"):
-        publish.publish_transform_output(notes, missing, tmp_path, dt="2024-05-02")
+        publish.publish_transform_output(
+            notes, missing, tmp_path, dt="2024-05-02", labels=model.labels
+        )
     some = next(a for a in answers.values() if a["entities"])
     some["entities"][0]["end"] += 1
     with pytest.raises(publish.ModelContractError) as err:
-        publish.publish_transform_output(notes, answers, tmp_path, dt="2024-05-02")
+        publish.publish_transform_output(
+            notes, answers, tmp_path, dt="2024-05-02", labels=model.labels
+        )
     assert some["entities"][0]["text"] not in str(err.value)  # no note text in errors
     assert not list(tmp_path.rglob("part-*.parquet"))  # nothing committed
     with pytest.raises(publish.TransformOutputError, match="repeats"):

@@ -65,6 +65,9 @@ def test_train_writes_a_loadable_model_metrics_and_baseline(job):
     # SageMaker MetricDefinitions read these lines from the log.
     assert f"METRIC dev_f1={metrics['dev']['ents_f']}" in job.result.stdout
     assert f"METRIC test_f1={metrics['test']['ents_f']}" in job.result.stdout
+    # The label-independent name the state machine's MetricDefinitions use (weakest label).
+    worst = min(s["f"] for s in metrics["test"]["per_label"].values())
+    assert f"METRIC test_min_label_f1={worst}" in job.result.stdout
 
 
 def test_drift_baseline_profiles_the_training_texts(job):
