@@ -150,6 +150,15 @@ def parse_transform_output(lines: Iterable[bytes | str]) -> dict[str, dict[str, 
             raise TransformOutputError(
                 f"transform output line {number}: not JSON ({exc.msg})"
             ) from None
+        if isinstance(record, dict) and isinstance(record.get("error"), dict):
+            # The server answers a refused JSON Lines record with an error entry (serve.py);
+            # curated notes passed the same checks, so this is a contract break, not bad data.
+            code = record["error"].get("code")
+            raise TransformOutputError(
+                f"transform output line {number}: the model refused the record "
+                f"({code if isinstance(code, str) else 'no error code'}); curated notes must "
+                "pass the server's checks"
+            )
         if not isinstance(record, dict) or not isinstance(record.get("note_id"), str):
             raise TransformOutputError(f"transform output line {number}: no note_id")
         if not isinstance(record.get("entities"), list):

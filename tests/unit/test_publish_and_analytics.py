@@ -153,3 +153,11 @@ def test_publish_rejects_inconsistent_output(model, tmp_path):
     assert not list(tmp_path.rglob("part-*.parquet"))  # nothing committed
     with pytest.raises(publish.TransformOutputError, match="repeats"):
         publish.parse_transform_output(['{"note_id":"a","entities":[],"model_version":"m"}'] * 2)
+
+
+def test_a_refused_record_in_the_transform_output_is_named_as_such():
+    refused = '{"line": 2, "error": {"status": 400, "code": "note_too_long", "message": "x"}}'
+    with pytest.raises(publish.TransformOutputError, match=r"refused the record \(note_too_long\)"):
+        publish.parse_transform_output(
+            ['{"note_id":"a","entities":[],"model_version":"m"}', refused]
+        )
