@@ -23,6 +23,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
+import clinical_ner.dictionaries  # noqa: F401 - registers the layer models may name
 from clinical_ner.traits import NegationScanner
 
 MODEL_CARD_FILE = "clinical_ner.json"

@@ -12,6 +12,10 @@ The model is built in a temporary directory beside the output and moved into pla
 so an interrupted run (SIGINT, or SIGTERM under `sigterm_as_exit`) leaves the old output as it
 was and no temporary files behind.
 
+Dictionary features (docs/dictionaries.md): the default config's tok2vec embeds longest-match
+tags from vocabularies built from the pinned vocabulary packages at initialization and saved
+inside ``tok2vec/model``; a loaded model never needs those packages.
+
 PHI: the saved spaCy vocabulary keeps only the NER labels (`strip_training_strings`). spaCy
 would otherwise store every token, norm, prefix, suffix and shape seen in training in
 ``vocab/strings.json``; inference does not need them (the tok2vec layer embeds hashes of those
@@ -41,6 +45,7 @@ from spacy.training.initialize import init_nlp
 from spacy.training.loop import train as spacy_train_loop
 from spacy.util import load_config, load_model_from_config
 
+import clinical_ner.dictionaries  # noqa: F401 - registers the dictionary-feature layer
 from clinical_ner import __version__
 from clinical_ner.corpus import AnnotatedDoc
 from clinical_ner.drift import BASELINE_FILE

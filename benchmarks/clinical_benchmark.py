@@ -1,0 +1,273 @@
+"""Clinical dev split: dictionary lookup vs trained models, strict and overlap P/R/F1 per label.
+
+Two subcommands (models go under /tmp, never into the repository; the data stays in
+../shared/data):
+
+    # train one variant on the clinical train split (dev = the clinical dev split)
+    python benchmarks/clinical_benchmark.py train --output /tmp/g_runs/dict_dst \\
+        --config benchmarks/configs/ner_dictionaries.cfg --symptom keep --steps 3000
+    # score systems side by side and time the dictionary tagger
+    python benchmarks/clinical_benchmark.py evaluate --model base=/tmp/g_runs/base_dst \\
+        --model dict=/tmp/g_runs/dict_dst
+
+Scores: strict = same label and exact span; overlap = i2b2-style lenient (same label, spans
+overlap; P counts predicted mentions that overlap a gold one, R gold mentions overlapped by a
+prediction). Two views: SYMPTOM ignored (gold and predicted SYMPTOM dropped) and SYMPTOM as
+DISEASE (both mapped). The dictionary baseline is `clinical_ner.dictionaries.lookup_entities`.
+Speed of the dictionary tagger: words/s on the dev notes in this process (run it with
+`taskset -c 1`) and its peak RSS measured in a child process that only loads and runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+NOTES = DATA / "clinical-notes-annotated" / "notes.jsonl"
+EXTRA_CORPORA = {
+    # name: (files, label map onto the product labels)
+    "bc5cdr": (
+        [DATA / "BC5CDR-IOB" / "train.tsv"],
+        {"Chemical": "TREATMENT", "Disease": "DISEASE"},
+    ),
+    "ncbi": ([DATA / "NCBI-disease-IOB" / "train.tsv"], {"Disease": "DISEASE"}),
+    "biotext": (
+        [DATA / "biotext-disease-treatment" / "train_sent"],
+        {"D": "DISEASE", "T": "TREATMENT"},
+    ),
+}
+SYMPTOM_MAPS = {"keep": {}, "as-disease": {"SYMPTOM": "DISEASE"}, "drop": {"SYMPTOM": "O"}}
+Span = tuple[int, int, str]
+
+
+def read_clinical(split: str, symptom: str = "keep") -> list:
+    from clinical_ner.readers import read_annotations
+
+    labels = {"DISEASE": "DISEASE", "SYMPTOM": "SYMPTOM", "TREATMENT": "TREATMENT"}
+    labels.update(SYMPTOM_MAPS[symptom])
+    with tempfile.TemporaryDirectory() as tmp:
+        subset = Path(tmp) / f"{split}.jsonl"
+        with open(NOTES, encoding="utf-8") as source, open(subset, "w", encoding="utf-8") as out:
+            for line in source:
+                if line.strip() and json.loads(line)["split"] == split:
+                    out.write(line)
+        docs, _ = read_annotations([subset], "jsonl", labels, deduplicate=False)
+    return docs
+
+
+def view(spans: Sequence[Span], mode: str) -> list[Span]:
+    if mode == "symptom-ignored":
+        return [s for s in spans if s[2] != "SYMPTOM"]
+    return [(s, e, "DISEASE" if label == "SYMPTOM" else label) for s, e, label in spans]
+
+
+def prf(tp_p: int, n_pred: int, tp_g: int, n_gold: int) -> tuple[float, float, float]:
+    p = tp_p / n_pred if n_pred else 0.0
+    r = tp_g / n_gold if n_gold else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def score(
+    gold: Sequence[Sequence[Span]], pred: Sequence[Sequence[Span]]
+) -> dict[str, dict[str, tuple[float, float, float, int]]]:
+    """{match: {label or ALL: (p, r, f, support)}} for strict and overlap matching."""
+    labels = sorted({s[2] for doc in gold for s in doc} | {s[2] for doc in pred for s in doc})
+    out: dict[str, dict[str, tuple[float, float, float, int]]] = {}
+    for match in ("strict", "overlap"):
+        counts = {label: [0, 0, 0, 0] for label in [*labels, "ALL"]}  # tp_p, n_p, tp_g, n_g
+        for g_doc, p_doc in zip(gold, pred, strict=True):
+            for mine, others, hit_i, n_i in ((p_doc, g_doc, 0, 1), (g_doc, p_doc, 2, 3)):
+                for s, e, label in mine:
+                    if match == "strict":
+                        hit = (s, e, label) in set(others)
+                    else:
+                        hit = any(lo < e and s < hi and lab == label for lo, hi, lab in others)
+                    for key in (label, "ALL"):
+                        counts[key][hit_i] += hit
+                        counts[key][n_i] += 1
+        out[match] = {k: (*prf(*c), c[3]) for k, c in counts.items()}
+    return out
+
+
+def dictionary_system() -> tuple[Callable[[list[str]], list[list[Span]]], object]:
+    from clinical_ner.dictionaries import VocabularySpec, lookup_entities
+
+    tagger = VocabularySpec().build()
+    return (lambda texts: [lookup_entities(tagger, t) for t in texts]), tagger
+
+
+def model_system(path: str) -> Callable[[list[str]], list[list[Span]]]:
+    import clinical_ner.dictionaries  # noqa: F401 - registers the dictionary architecture
+    from clinical_ner.inference import NerModel
+
+    model = NerModel.load(path)
+    return lambda texts: [
+        [(e.start, e.end, e.label) for e in ents] for ents in model.predict(texts, batch_size=16)
+    ]
+
+
+def tagger_speed(tagger: object, texts: list[str]) -> dict[str, float]:
+    from clinical_ner.dictionaries import lookup_entities
+
+    words = sum(len(t.split()) for t in texts)
+    started = time.perf_counter()
+    rounds = 5
+    for _ in range(rounds):
+        for text in texts:
+            lookup_entities(tagger, text)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    return {"words_per_second": round(rounds * words / seconds), "words": words}
+
+
+def tagger_rss(tagger: object) -> float:
+    """Peak RSS (MB) of a fresh process that loads the saved vocabularies and tags notes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dictionaries.bin"
+        tagger.to_disk(path)  # type: ignore[attr-defined]
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent.
+        code = (
+            "import json,sys;from clinical_ner.dictionaries import DictionaryTagger,"
+            "lookup_entities;t=DictionaryTagger.from_disk(sys.argv[1]);"
+            f"[lookup_entities(t,json.loads(l)['text']) for l in open({str(NOTES)!r})];"
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+        )
+        return float(result.stdout.strip()) / 1024  # kB -> MB
+
+
+def print_table(name: str, results: dict[str, dict]) -> None:
+    for mode in ("symptom-ignored", "symptom-as-disease"):
+        print(f"\n## {name}: {mode}")
+        print("| system | label | support | strict P / R / F1 | overlap P / R / F1 |")
+        print("|---|---|---|---|---|")
+        for system, by_mode in results.items():
+            scores = by_mode[mode]
+            for label in sorted(scores["strict"], key=lambda x: (x == "ALL", x)):
+                sp, sr, sf, support = scores["strict"][label]
+                op, orr, of, _ = scores["overlap"].get(label, (0.0, 0.0, 0.0, 0))
+                print(
+                    f"| {system} | {label} | {support} | {sp:.3f} / {sr:.3f} / {sf:.3f} | "
+                    f"{op:.3f} / {orr:.3f} / {of:.3f} |"
+                )
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    docs = read_clinical("dev")
+    texts = [d.text for d in docs]
+    gold = [[(e.start, e.end, e.label) for e in d.entities] for d in docs]
+    systems: dict[str, Callable[[list[str]], list[list[Span]]]] = {}
+    lookup, tagger = dictionary_system()
+    systems["dictionary lookup"] = lookup
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        systems[name] = model_system(path)
+    results: dict[str, dict] = {}
+    for name, system in systems.items():
+        predicted = system(texts)
+        results[name] = {
+            mode: score([view(g, mode) for g in gold], [view(p, mode) for p in predicted])
+            for mode in ("symptom-ignored", "symptom-as-disease")
+        }
+    print(f"clinical dev split: {len(docs)} notes, {sum(len(g) for g in gold)} gold mentions")
+    print_table("clinical dev", results)
+    speed = tagger_speed(tagger, texts)
+    print(
+        f"\ndictionary tagger ({len(tagger)} terms): {speed['words_per_second']} words/s "  # type: ignore[arg-type]
+        f"(lookup over {speed['words']} whitespace words x5, one process); peak RSS of a "
+        f"process loading the saved vocabularies and tagging all 160 notes: "
+        f"{tagger_rss(tagger):.0f} MB"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def sample_extra(name: str, weight: float, clinical_words: int, seed: int) -> list:
+    """Random sentences of an extra corpus totalling `weight` x the clinical train words."""
+    from clinical_ner.readers import read_annotations
+
+    files, labels = EXTRA_CORPORA[name]
+    docs, _ = read_annotations(files, "auto", labels)
+    random.Random(seed).shuffle(docs)
+    chosen, words = [], 0
+    for doc in docs:
+        if words >= weight * clinical_words:
+            break
+        chosen.append(doc)
+        words += len(doc.tokens)
+    return chosen
+
+
+def train(args: argparse.Namespace) -> None:
+    import clinical_ner.dictionaries  # noqa: F401 - registers the dictionary architecture
+    from clinical_ner.training import TrainingInputs, train_model
+
+    train_docs = read_clinical("train", args.symptom)
+    dev_docs = read_clinical("dev", args.symptom)
+    clinical_words = sum(len(d.tokens) for d in train_docs)
+    extra_report = {}
+    for spec in args.extra:
+        name, _, weight = spec.partition(":")
+        extra = sample_extra(name, float(weight or 1.0), clinical_words, args.seed)
+        extra_report[name] = {"docs": len(extra), "words": sum(len(d.tokens) for d in extra)}
+        train_docs = train_docs + extra
+    random.Random(args.seed).shuffle(train_docs)
+    inputs = TrainingInputs(
+        train_docs,
+        dev_docs,
+        data_files={str(NOTES): "clinical-notes-annotated"},
+        data_reports={"extra": extra_report, "symptom": args.symptom},
+        label_map=SYMPTOM_MAPS[args.symptom],
+    )
+    started = time.perf_counter()
+    metrics = train_model(
+        inputs,
+        args.output,
+        seed=args.seed,
+        config_path=args.config,
+        overrides={"training.max_steps": args.steps, "training.eval_frequency": 250},
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "output": args.output,
+                "seconds": round(time.perf_counter() - started),
+                "peak_rss_mb": round(peak),
+                "extra": extra_report,
+                "dev_ents_f": metrics["dev"]["ents_f"],  # type: ignore[index]
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one variant on the clinical train split")
+    t.add_argument("--output", required=True)
+    t.add_argument("--config", default=None, help="spaCy config (default: the bundled ner.cfg)")
+    t.add_argument("--symptom", choices=sorted(SYMPTOM_MAPS), default="keep")
+    t.add_argument("--extra", action="append", default=[], help="CORPUS:WEIGHT, e.g. bc5cdr:0.5")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("evaluate", help="score systems on the clinical dev split")
+    e.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR")
+    e.add_argument("--json", default=None, help="also write the scores to this file")
+    args = parser.parse_args()
+    train(args) if args.command == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
