@@ -52,6 +52,13 @@ the list says nothing about any note or about which words occur together. Words 
 many notes (drug names, anatomy, common surnames of clinicians) can be in it; that is a bag of
 frequent words, not a record about a person. Window profiles (the ones written per monitoring
 run) carry no tokens at all.
+
+The baseline that ships inside a model artifact (`sagemaker_train`) is built with a public
+``lexicon`` as well: only words that also occur in the public vocabularies the model carries
+(ICD-10-CM, MeSH, HPO, drug names) or in spaCy's English stop-word list can enter, so a surname
+that recurs across five notes of one patient still stays out. Words outside the lexicon count
+as out-of-vocabulary on both sides (baseline held-out half and windows alike), so the OOV
+signal keeps its meaning: it is measured over public words only.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -201,14 +208,18 @@ def build_profile(
     min_doc_freq: int = DEFAULT_MIN_DOC_FREQ,
     model_version: str | None = None,
     created_at: str | None = None,
+    lexicon: Collection[str] | None = None,
 ) -> dict[str, object]:
     """Profile a window of notes and the model's entities on them (one list per note).
 
     Entities are `PredictedEntity` objects or mappings with ``label``, ``confidence`` and
     optionally ``negated`` (e.g. rows of the entities table). Without `reference` this builds a
     baseline (own length edges, vocabulary, held-out OOV); with it, a window profile on the
-    reference's edges and vocabulary, comparable with it through `compare`.
+    reference's edges and vocabulary, comparable with it through `compare`. With `lexicon`
+    (baseline only) a vocabulary word must also be in it (PHI, see the module doc).
     """
+    if reference is not None and lexicon is not None:
+        raise ValueError("lexicon applies to a baseline, not to a window profile")
     if reference is not None:
         validate_profile(reference)
         if reference["kind"] != PROFILE_KIND_BASELINE:
@@ -269,7 +280,12 @@ def build_profile(
     else:
         length_edges = quantile_edges(lengths, length_bins)
         all_labels = sorted(set(labels or ()) | set(label_counts))
-        eligible = [(t, c) for t, c in doc_freq.items() if c >= min_doc_freq]
+        public = frozenset(lexicon) if lexicon is not None else None
+        eligible = [
+            (t, c)
+            for t, c in doc_freq.items()
+            if c >= min_doc_freq and (public is None or t in public)
+        ]
         eligible.sort(key=lambda tc: (-tc[1], tc[0]))
         tokens = sorted(t for t, _ in eligible[:vocab_size])
         vocab_set = frozenset(tokens)
@@ -282,6 +298,7 @@ def build_profile(
             "min_doc_freq": min_doc_freq,
             "built_from_notes": len(seen_a),
             "eligible_tokens": len(eligible),
+            "lexicon_words": len(public) if public is not None else None,
         }
         oov = {"word_tokens": held_words, "oov_tokens": held_oov, "measured_on": "held-out half"}
     oov["rate"] = _share(oov["oov_tokens"], oov["word_tokens"])  # type: ignore[arg-type]

@@ -402,6 +402,7 @@ def production_baseline(
 def run(root: Path) -> dict[str, object]:
     """Train from the channels under `root` and fill `root/model`; return metrics."""
     from clinical_ner import drift
+    from clinical_ner.dictionaries import public_lexicon
     from clinical_ner.inference import NerModel
     from clinical_ner.readers import parse_label_map
     from clinical_ner.scoring import evaluate_docs
@@ -470,7 +471,11 @@ def run(root: Path) -> dict[str, object]:
         texts = [d.text for d in train_docs]
         predictions = list(model.predict(texts, batch_size=hp.batch_size))
         profile = drift.build_profile(
-            texts, predictions, labels=model.labels, model_version=model.version
+            texts,
+            predictions,
+            labels=model.labels,
+            model_version=model.version,
+            lexicon=public_lexicon(model.nlp),  # no word only the training notes contain
         )
         drift.save_profile(profile, staged / drift.BASELINE_FILE)
         metrics["drift_baseline"] = {

@@ -41,11 +41,15 @@ MARKERS = (NAME.lower().encode(), MRN.encode())
 
 
 def _planted_records() -> list[str]:
-    """The first 120 synthetic records plus 3 notes about one patient (name, MRN, entities)."""
+    """The first 120 synthetic records plus 30 notes about one patient (name, MRN, entities).
+
+    30 visits: enough that the name recurs in more than the drift baseline's minimum number of
+    distinct notes (5), which alone would let it into the baseline vocabulary.
+    """
     lines = ANNOTATIONS.read_text(encoding="utf-8").splitlines()[:120]
-    for number, (disease, drug) in enumerate(
-        [("pneumonia", "amoxicillin"), ("asthma", "albuterol"), ("gout", "allopurinol")]
-    ):
+    pairs = [("pneumonia", "amoxicillin"), ("asthma", "albuterol"), ("gout", "allopurinol")]
+    for number in range(30):
+        disease, drug = pairs[number % len(pairs)]
         text = f"Patient {NAME} Quillfeather, MRN {MRN}, visit {number}: {disease}, on {drug}."
         start = text.index(disease)
         drug_start = text.index(drug)
