@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thinc.api import ConfigValidationError
 
@@ -18,6 +19,10 @@ from clinical_ner.readers import (
     parse_label_map,
     read_annotations,
 )
+from clinical_ner.recipes import DEFAULT_DATA_ROOT, RECIPES
+
+if TYPE_CHECKING:
+    from clinical_ner.training import TrainingInputs
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -94,8 +99,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
 
 
+def _recipe_inputs(args: argparse.Namespace) -> TrainingInputs:
+    """Training inputs of `--recipe` read from `--data-root` (clinical_ner.recipes)."""
+    from clinical_ner.recipes import get_recipe, select_docs
+    from clinical_ner.training import TrainingInputs, file_sha256
+
+    recipe = get_recipe(args.recipe)
+    data_root = Path(args.data_root)
+    files = recipe.files(data_root)
+    label_map = {**parse_label_map(None), **recipe.label_map}
+    docs_by_file: dict[str, list] = {}
+    reports: dict[str, object] = {}
+    for path in files:
+        docs, report = read_annotations([path], AnnotationFormat.AUTO, label_map)
+        docs_by_file[str(path.relative_to(data_root))] = docs
+        reports[str(path.relative_to(data_root))] = report.as_dict()
+    train_docs = select_docs(recipe.train, docs_by_file, recipe.name)
+    dev_docs = select_docs(recipe.dev, docs_by_file, recipe.name)
+    print(
+        f"recipe {recipe.name}: {recipe.description}; {len(train_docs)} train and "
+        f"{len(dev_docs)} dev docs from {data_root}"
+    )
+    return TrainingInputs(
+        train_docs=train_docs,
+        dev_docs=dev_docs,
+        # Keyed by path under the data root, so the version does not depend on where it is.
+        data_files={str(p.relative_to(data_root)): file_sha256(p) for p in files},
+        data_reports={"recipe": recipe.name, "files": reports},
+        dev_is_split_of_train=False,
+        label_map=label_map,
+        init_tok2vec=Path(args.init_tok2vec) if args.init_tok2vec else None,
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
-    from clinical_ner.training import TrainingInputs, file_sha256, split_by_hash, train_model
+    from clinical_ner.training import TrainingInputs, file_sha256, split_by_hash
+
+    if args.recipe:
+        from clinical_ner.recipes import RecipeError, get_recipe
+
+        if args.dev or args.labels:
+            raise RecipeError("--recipe sets the data, dev split and labels: drop --dev/--labels")
+
+        recipe = get_recipe(args.recipe)
+        inputs = _recipe_inputs(args)
+        overrides: dict[str, object] = dict(recipe.overrides)
+        if args.max_steps is not None:
+            overrides["training.max_steps"] = args.max_steps
+        seed = recipe.seed if args.seed is None else args.seed
+        return _run_training(args, inputs, overrides, seed)
 
     label_map = parse_label_map(args.labels)
     train_docs, train_report = read_annotations(args.train, args.format, label_map)
@@ -119,11 +171,22 @@ def _train(args: argparse.Namespace) -> int:
         label_map=label_map,
         init_tok2vec=Path(args.init_tok2vec) if args.init_tok2vec else None,
     )
-    overrides: dict[str, object] = {}
+    overrides = {}
     if args.max_steps is not None:
         overrides["training.max_steps"] = args.max_steps
+    return _run_training(args, inputs, overrides, 0 if args.seed is None else args.seed)
+
+
+def _run_training(
+    args: argparse.Namespace,
+    inputs: TrainingInputs,
+    overrides: dict[str, object],
+    seed: int,
+) -> int:
+    from clinical_ner.training import train_model
+
     metrics = train_model(
-        inputs, args.output, seed=args.seed, config_path=args.config, overrides=overrides
+        inputs, args.output, seed=seed, config_path=args.config, overrides=overrides
     )
     dev = metrics["dev"]
     assert isinstance(dev, dict)
@@ -277,8 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model from annotated files")
-    train.add_argument("--train", nargs="+", required=True, metavar="FILE")
+    train = sub.add_parser(
+        "train", help="train a model from annotated files or a named recipe (--recipe product)"
+    )
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--train", nargs="+", metavar="FILE")
+    source.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="named recipe (clinical_ner/recipes.py): corpora, splits, labels, steps, seed",
+    )
+    train.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help=f"where a recipe's corpora are (default {DEFAULT_DATA_ROOT})",
+    )
     train.add_argument("--dev", nargs="+", metavar="FILE", help="default: 10%% hash split")
     _add_data_options(train)
     train.add_argument(
@@ -287,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model directory to write: new, empty, or a model directory written by train "
         "(replaced); anything else is refused",
     )
-    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--seed", type=_seed, default=None, help="default 0 (or the recipe's)")
     train.add_argument(
         "--config", type=_existing_file, default=None, help="spaCy config (default: bundled)"
     )

@@ -35,6 +35,7 @@ class AnnotatedDoc:
     tokens: tuple[Token, ...]
     entities: tuple[Entity, ...]
     source: str = ""
+    split: str = ""  # a JSONL record's own "split" ("train", "dev", "test"), else empty
 
     @property
     def words(self) -> list[str]:

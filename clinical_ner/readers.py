@@ -33,6 +33,7 @@ DEFAULT_LABEL_MAP: dict[str, str] = {
     "Chemical": "CHEMICAL",
     "DIS": "DISEASE",
     "TREAT": "TREATMENT",
+    "SYMPTOM": "SYMPTOM",
 }
 # Mapping a corpus type to this drops its entities (e.g. --labels Chemical=O).
 DROP_LABEL = "O"
@@ -405,7 +406,16 @@ def _read_jsonl(path: Path, resolver: _LabelResolver, report: ReadReport) -> lis
                     f"[{after.start}, {after.end}]",
                 )
         tokens = tuple(Token(text[s:e], s, e) for s, e in tokenize_offsets(text))
-        docs.append(AnnotatedDoc(text, tokens, tuple(entities), f"{path}:{number}"))
+        split = record.get("split")
+        docs.append(
+            AnnotatedDoc(
+                text,
+                tokens,
+                tuple(entities),
+                f"{path}:{number}",
+                split=split if isinstance(split, str) else "",
+            )
+        )
     return docs
 
 
