@@ -339,7 +339,13 @@ def monitor_capture(
     there is none yet and the window is large enough), exactly as in the batch path.
     """
     from clinical_ner import monitoring
-    from clinical_ner.extraction_steps import get_json, list_keys, object_exists, put_metrics
+    from clinical_ner.extraction_steps import (
+        get_json,
+        list_keys,
+        object_exists,
+        put_metrics,
+        store_monitor_result,
+    )
     from clinical_ner.stage_config import LAKE
 
     mon_prefix = LAKE.monitoring if monitoring_prefix is None else monitoring_prefix
@@ -387,21 +393,7 @@ def monitor_capture(
             now=now,
         )
         del notes
-        if result.new_reference is not None:
-            s3.put_object(
-                Bucket=bucket,
-                Key=ref_key,
-                Body=json.dumps(result.new_reference, sort_keys=True).encode(),
-                ContentType="application/json",
-            )
-        report_key = monitoring.report_key(mon_prefix, result.report)
-        s3.put_object(
-            Bucket=bucket,
-            Key=report_key,
-            Body=monitoring.report_json(result.report).encode(),
-            ContentType="application/json",
-        )
-        put_metrics(cw, monitoring.drift_metric_data(result.report, stage))
+        report_key = store_monitor_result(s3, cw, bucket, stage, mon_prefix, ref_key, result)
         results.append(
             {
                 "model_version": version,

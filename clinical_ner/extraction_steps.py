@@ -22,11 +22,14 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clinical_ner.aws_runtime import PipelineStepError
 from clinical_ner.data_prep import VALIDATE_JOB
 from clinical_ner.stage_config import LAKE, DriftThresholds
+
+if TYPE_CHECKING:
+    from clinical_ner.monitoring import MonitorResult
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
@@ -67,6 +70,39 @@ def put_metrics(cw: Any, data: list[dict[str, Any]]) -> None:
 
     for chunk in chunks(data):
         cw.put_metric_data(Namespace=NAMESPACE, MetricData=chunk)
+
+
+def store_monitor_result(
+    s3: Any,
+    cw: Any,
+    bucket: str,
+    stage: str,
+    monitoring_prefix: str,
+    ref_key: str,
+    result: MonitorResult,
+) -> str:
+    """Write a monitor run's new reference (if any) and report, publish its drift metrics.
+
+    Returns the report's key. Shared by the batch path and the endpoint-capture path.
+    """
+    from clinical_ner import monitoring
+
+    if result.new_reference is not None:
+        s3.put_object(
+            Bucket=bucket,
+            Key=ref_key,
+            Body=json.dumps(result.new_reference, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
+    report_key = monitoring.report_key(monitoring_prefix, result.report)
+    s3.put_object(
+        Bucket=bucket,
+        Key=report_key,
+        Body=monitoring.report_json(result.report).encode(),
+        ContentType="application/json",
+    )
+    put_metrics(cw, monitoring.drift_metric_data(result.report, stage))
+    return report_key
 
 
 def find_validate_report(s3: Any, bucket: str, run_id: str) -> tuple[str, dict[str, Any]]:
@@ -388,21 +424,7 @@ def monitor_drift(
         now=now,
     )
     del texts, per_note, notes
-    if result.new_reference is not None:
-        s3.put_object(
-            Bucket=bucket,
-            Key=ref_key,
-            Body=json.dumps(result.new_reference, sort_keys=True).encode(),
-            ContentType="application/json",
-        )
-    report_key = monitoring.report_key(LAKE.monitoring, result.report)
-    s3.put_object(
-        Bucket=bucket,
-        Key=report_key,
-        Body=monitoring.report_json(result.report).encode(),
-        ContentType="application/json",
-    )
-    put_metrics(cw, monitoring.drift_metric_data(result.report, stage))
+    report_key = store_monitor_result(s3, cw, bucket, stage, LAKE.monitoring, ref_key, result)
     return {
         "decision": result.report["decision"],
         "action": result.report["action"],
