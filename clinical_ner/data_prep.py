@@ -521,6 +521,14 @@ class SplitSpec:
         if self.dev_fraction + self.test_fraction >= 1:
             raise ValueError("dev + test fractions must leave room for train")
 
+    def assign_record(self, text: str, explicit: str = "") -> str:
+        """The record's own split when it names one of train/dev/test, else the hash split.
+
+        An annotator's held-out test set stays held out: hashing would move some of its docs
+        into train (and some train docs into test)."""
+        named = explicit.strip().lower()
+        return named if named in SPLITS else self.assign(text)
+
     def assign(self, text: str) -> str:
         digest = hashlib.sha256(f"{self.salt}\x1f{text}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2**64
@@ -675,13 +683,19 @@ def build_training_dataset(
             [paths[k] for k in readable], labels=dict(labels) if labels else None
         )
         report_dict = json.loads(to_key(json.dumps(report.as_dict())))
-        records = [doc_record(d, to_key(d.source)) for d in docs]
+        # (record, the record's own "split" field or "") pairs: the field picks the split only.
+        records = [(doc_record(d, to_key(d.source)), d.split) for d in docs]
 
     if not records:
         raise EmptyDatasetError("the annotation files hold no document")
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for rec in sorted(records, key=lambda r: (r["id"], r["text"])):
-        by_split[split.assign(rec["text"])].append(rec)
+    explicit: Counter[str] = Counter()
+    for rec, own in sorted(records, key=lambda r: (r[0]["id"], r[0]["text"])):
+        name = split.assign_record(rec["text"], own)
+        explicit["explicit" if own.strip().lower() in SPLITS else "hashed"] += 1
+        if own.strip() and own.strip().lower() not in SPLITS:
+            explicit["unrecognised"] += 1
+        by_split[name].append(rec)
     out_files: dict[str, bytes] = {}
     split_stats: dict[str, Any] = {}
     for name in SPLITS:
@@ -708,6 +722,7 @@ def build_training_dataset(
         {
             "format": DATASET_FORMAT,
             "split": {"dev": split.dev_fraction, "test": split.test_fraction, "salt": split.salt},
+            # Which docs each split holds is in its content hash, explicit splits included.
             "content": {n: s["content_sha256"] for n, s in split_stats.items()},
         },
         sort_keys=True,
@@ -717,14 +732,20 @@ def build_training_dataset(
         "dataset_version": version,
         "format": DATASET_FORMAT,
         "record_fields": {
-            "id": "first 16 hex chars of sha256(text); the split is a function of the text",
+            "id": "first 16 hex chars of sha256(text)",
             "text": "document text (a sentence for token corpora)",
             "tokens": "[start, end] character offsets of the corpus tokens",
             "entities": "[start, end, label] character spans, end exclusive",
             "source": "annotation object key and line",
         },
         "split": {
-            "method": "sha256(salt + text) -> uniform [0,1): < test -> test, < test+dev -> dev",
+            "method": (
+                "a record's own split field (train/dev/test) when it has one; otherwise "
+                "sha256(salt + text) -> uniform [0,1): < test -> test, < test+dev -> dev"
+            ),
+            "explicit_docs": explicit["explicit"],
+            "hashed_docs": explicit["hashed"],
+            "unrecognised_split_values": explicit["unrecognised"],
             "dev_fraction": split.dev_fraction,
             "test_fraction": split.test_fraction,
             "salt": split.salt,

@@ -12,7 +12,8 @@ Used by the Lambdas ``resolve_dataset``, ``register_model``, ``gate_model`` and
   model-quality statistics, log the run to the MLflow tracking server (the training job is
   network-isolated, so it cannot; `clinical_ner.tracking`), and create a model package
   (PendingManualApproval) whose inference specification is the job's image + model data and
-  whose metadata names the MLflow run.
+  whose metadata names the MLflow run; or, when the candidate's ``model_version`` is the
+  production package's, register nothing and say ``identical_to_production``.
 - `gate_candidate`: the candidate's metrics vs the newest Approved package's, through
   `clinical_ner.gating.decide`.
 - `record_decision`: Approved / Rejected / left pending, with the gate summary as the approval
@@ -222,6 +223,22 @@ def register_candidate(
     tracked = tracking.log_record(record, tracking_uri=tracking_uri, experiment=experiment)
     existing = _find_package_for_job(sm, group_name, job_name)
     summary = _summary(metrics)
+    model_version = str(metrics.get("model_version", ""))
+    if existing is None:
+        identical = identical_production(sm, s3, group_name, model_version)
+        if identical is not None:
+            # Same config, data and seed as production: a second package of the same model
+            # would only be gated on a tie and redeployed. Say so; the pipeline ends here.
+            return {
+                "identical_to_production": True,
+                "registered": False,
+                "summary": f"identical to production ({model_version}), not registered",
+                "production_package_arn": identical,
+                "metrics_uri": metrics_uri,
+                "model_version": model_version,
+                "metrics": summary,
+                "tracking": tracked,
+            }
     if existing is not None:
         arn = existing
     else:
@@ -261,6 +278,8 @@ def register_candidate(
         arn = response["ModelPackageArn"]
     tracked = tracking.tag_run(tracked, tracking.PACKAGE_TAG, arn, tracking_uri=tracking_uri)
     return {
+        "identical_to_production": False,
+        "registered": True,
         "model_package_arn": arn,
         "metrics_uri": metrics_uri,
         "model_version": str(metrics.get("model_version", "")),
@@ -295,6 +314,21 @@ def _find_package_for_job(sm: Any, group_name: str, job_name: str) -> str | None
         if meta.get("training_job") == job_name:
             return arn
     return None
+
+
+def identical_production(sm: Any, s3: Any, group_name: str, model_version: str) -> str | None:
+    """The production package's ARN when its ``model_version`` is `model_version`, else None.
+
+    The model version hashes the effective config, the training data and the seed
+    (`clinical_ner.training.model_version_for`): equal versions are the same model. Read from
+    the package metadata, else from its attached metrics.json.
+    """
+    arn = latest_approved(sm, group_name) if model_version else None
+    if arn is None:
+        return None
+    meta = sm.describe_model_package(ModelPackageName=arn).get("CustomerMetadataProperties") or {}
+    production = meta.get("model_version") or package_metrics(sm, s3, arn).get("model_version")
+    return arn if production == model_version else None
 
 
 def latest_approved(sm: Any, group_name: str, exclude_arn: str = "") -> str | None:

@@ -10,7 +10,10 @@
           yes -> TrainAgainstProduction (SageMaker .sync; extra channel ``production`` = the
                  Approved package's model.tar.gz, scored on the candidate's dev/test data)
           no  -> Train (SageMaker .sync)
-        -> Register (Lambda) -> Gate (Lambda)
+        -> Register (Lambda)
+        IdenticalToProduction? (Choice: the candidate's model_version is production's, so the
+          Register step created no package) -- yes --> NotRegisteredIdentical (Succeed)
+        -> Gate (Lambda)
         GatePassed? (Choice)
           pass, auto   -> Approve (Lambda) -> Deploy
           pass, manual -> MarkPendingApproval (Lambda) -> NotifyApprovalNeeded (SNS) -> Succeed;
@@ -371,7 +374,23 @@ class TrainingPipeline(Construct):
         )
         train.next(register)
         train_against_production.next(register)
-        register.next(gate)
+        # A retrained model identical to production (same model_version) is not registered:
+        # nothing to gate or deploy, and the execution says so in $.register.summary.
+        register.next(
+            sfn.Choice(self, "IdenticalToProduction")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.register.identical_to_production"),
+                    sfn.Condition.boolean_equals("$.register.identical_to_production", True),
+                ),
+                sfn.Succeed(
+                    self,
+                    "NotRegisteredIdentical",
+                    comment="identical to production, not registered",
+                ),
+            )
+            .otherwise(gate)
+        )
         gate.next(gate_choice)
 
         invalid = sfn.Fail(

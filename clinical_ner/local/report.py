@@ -177,6 +177,8 @@ def write_report(result: Any) -> Path:
             f"(log: `{job.log_path}`).",
             "",
         ]
+    prepared = [g for g in result.glue_reports if "dataset_version" in g]
+    md += _scores_section(result.metrics or {}, (prepared[-1].get("splits") if prepared else None))
     summary = (result.metrics or {}).get("summary") or {}
     if summary:
         md += [*_table(["metric", "value"], [[k, v] for k, v in summary.items()]), ""]
@@ -261,7 +263,8 @@ def write_report(result: Any) -> Path:
     if result.synthetic and result.entities_sample:
         nid = result.entities_sample[0]["note_id"]
         text = result.notes_text.get(nid, "")
-        md += [f'Synthetic note `{nid}`: "{text}"', ""]
+        # Notes have sections and lists: a fenced block keeps their line breaks readable.
+        md += [f"Synthetic note `{nid}`:", "", "```text", text.replace("`", "'"), "```", ""]
         md += [
             *_table(
                 ["text", "label", "start", "end", "confidence", "negated", "offsets ok"],
@@ -353,14 +356,26 @@ def write_report(result: Any) -> Path:
         rex = rt.get("execution") or {}
         if rex:
             gate = rt.get("gate") or {}
+            register = rt.get("register") or {}
             md += [
                 "The started execution then ran on the local interpreter, as Step Functions "
                 f"would run it: **{rex['status']}** ({' -> '.join(rex['states'])}).",
                 "",
-                f"Gate (`comparison: {gate.get('comparison')}`): passed "
-                f"**{gate.get('passed')}** - {gate.get('summary', 'n/a')}",
-                "",
             ]
+            if register.get("identical_to_production"):
+                md += [
+                    f"**The retrained model is identical to production** (model version "
+                    f"`{register.get('model_version')}`, the same config, data and seed as "
+                    f"`{register.get('production_package_arn')}`): not registered, not gated, "
+                    "not redeployed.",
+                    "",
+                ]
+            else:
+                md += [
+                    f"Gate (`comparison: {gate.get('comparison')}`): passed "
+                    f"**{gate.get('passed')}** - {gate.get('summary', 'n/a')}",
+                    "",
+                ]
     else:
         md += [f"Not invoked: {rt.get('reason', 'n/a')}", ""]
 
@@ -410,6 +425,48 @@ def _json(result: Any) -> dict[str, Any]:
     from clinical_ner.local.runner import as_jsonable
 
     return as_jsonable(result)
+
+
+def _scores_section(metrics: Mapping[str, Any], docs: Mapping[str, Any] | None = None) -> list[str]:
+    """Per-label P/R/F1 with support (gold entities) on dev and test, and what they mean."""
+    from clinical_ner.publish import ModelContractError, model_labels
+
+    splits = [s for s in ("dev", "test") if isinstance(metrics.get(s), Mapping)]
+    if not splits:
+        return []
+    try:
+        labels = list(model_labels(metrics, "the model's metrics.json"))
+    except ModelContractError as exc:
+        return [f"Per-label scores not shown: {exc}.", ""]
+    cols = ["label"]
+    for split in splits:
+        cols += [f"{split} P", f"{split} R", f"{split} F1", f"{split} support"]
+    rows: list[list[Any]] = []
+    for label in labels:
+        row: list[Any] = [label]
+        for split in splits:
+            c = (metrics[split].get("per_label") or {}).get(label) or {}
+            support = c.get("support", int(c.get("tp", 0)) + int(c.get("fn", 0)))
+            row += [float(c.get("p", 0.0)), float(c.get("r", 0.0)), float(c.get("f", 0.0))]
+            row.append(int(support))
+        rows.append(row)
+    total: list[Any] = ["all (micro)"]
+    for split in splits:
+        m = metrics[split]
+        total += [float(m.get("ents_p", 0.0)), float(m.get("ents_r", 0.0))]
+        total += [float(m.get("ents_f", 0.0)), int(m.get("tp", 0)) + int(m.get("fn", 0))]
+    rows.append(total)
+    docs = docs or {}
+    sizes = ", ".join(f"{s} {docs[s]} docs" for s in splits if isinstance(docs.get(s), int))
+    return [
+        *_table(cols, rows),
+        "",
+        "Strict scores: a predicted entity counts only if its span and label both match a gold "
+        "entity exactly (support = gold entities of the label); measured on SYNTHETIC notes"
+        + (f" ({sizes})" if sizes else "")
+        + ", a small test set, so expect wide error margins and not real-note performance.",
+        "",
+    ]
 
 
 def _tracking_section(tracking: Mapping[str, Any]) -> list[str]:

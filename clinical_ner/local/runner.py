@@ -97,12 +97,18 @@ SNS_PUBLISH = "arn:aws:states:::sns:publish"
 DEFAULT_MAX_STEPS = 300
 SERVE_START_TIMEOUT = 180.0
 
-# Bundled SYNTHETIC files (clinical_ner/samples/README.md, make_local_samples.py).
-SAMPLE_ANNOTATIONS = ("synthetic_annotations.jsonl",)
-SAMPLE_NOTES = ("synthetic_notes.jsonl", "synthetic_notes_bad.jsonl")
-REFERENCE_WINDOW = "synthetic_notes_reference.jsonl"
-IN_DISTRIBUTION_WINDOW = "synthetic_notes_window.jsonl"
-SHIFTED_WINDOW = "synthetic_notes_shifted.jsonl"
+# Bundled SYNTHETIC files (clinical_ner/samples/README.md, make_clinical_notes.py).
+SAMPLE_ANNOTATIONS = ("synthetic_clinical_notes.jsonl",)
+# The notes dropped into raw/notes: the held-out test notes of SAMPLE_ANNOTATIONS as plain
+# {note_id, text} records (written into the run's output), plus deliberately bad records. Test
+# only: with the dev notes too, the reference's note lengths differ from the in-distribution
+# window's enough to read as moderate drift (note_length_psi 0.13 > 0.10; 0.09 without them).
+SAMPLE_NOTE_SPLITS = ("test",)
+SAMPLE_NOTES_FILE = "synthetic_clinical_heldout_notes.jsonl"
+SAMPLE_BAD_NOTES = "synthetic_notes_bad.jsonl"
+REFERENCE_WINDOW = "synthetic_clinical_reference.jsonl"
+IN_DISTRIBUTION_WINDOW = "synthetic_clinical_window.jsonl"
+SHIFTED_WINDOW = "synthetic_clinical_shifted.jsonl"
 NOTE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet", ".ndjson")
 
 
@@ -1185,7 +1191,7 @@ def _upload_inputs(
         note_base: Path | None = opts.notes
         result.synthetic = False
     else:
-        note_files = [SAMPLES_DIR / n for n in SAMPLE_NOTES]
+        note_files = [_sample_notes(Path(opts.output)), SAMPLES_DIR / SAMPLE_BAD_NOTES]
         note_base = None
     if opts.annotations or opts.notes:
         result.data_source = (
@@ -1201,6 +1207,20 @@ def _upload_inputs(
         f"uploaded {len(result.uploads['annotations'])} annotation file(s) to raw/annotations/ "
         f"and {len(result.uploads['notes'])} note file(s) to raw/notes/"
     )
+
+
+def _sample_notes(output: Path) -> Path:
+    """The bundled annotated notes of SAMPLE_NOTE_SPLITS as notes to extract ({note_id, text})."""
+    path = output / "inputs" / SAMPLE_NOTES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name in SAMPLE_ANNOTATIONS:
+        for line in (SAMPLES_DIR / name).read_text(encoding="utf-8").splitlines():
+            doc = json.loads(line)
+            if doc.get("split") in SAMPLE_NOTE_SPLITS:
+                lines.append(json.dumps({"note_id": doc["note_id"], "text": doc["text"]}))
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
 
 
 def _remember_notes(result: LocalRunResult, path: Path) -> None:
@@ -1459,6 +1479,7 @@ def _maybe_retrain(pipeline: LocalPipeline, result: LocalRunResult, progress: Pr
     ex = pipeline.execute("Training", started_input, "retraining")
     result.retraining["execution"] = _execution_summary(ex)
     result.retraining["gate"] = (ex.output or {}).get("gate") or {}
+    result.retraining["register"] = _strip((ex.output or {}).get("register") or {})
     if not ex.succeeded:
         raise LocalRunError(f"the retraining execution ended {ex.status}: {ex.error} ({ex.cause})")
 

@@ -12,9 +12,15 @@ script strips the markup, computes character offsets and writes:
   ``label`` ([start, end, LABEL]), ``split`` (train/dev/test), ``meta`` = "synthetic".
 - ``synthetic_clinical_reference.jsonl`` (220), ``synthetic_clinical_window.jsonl`` (60):
   unannotated in-distribution notes, recombined section by section from the train notes.
-- ``synthetic_clinical_shifted.jsonl`` (60): unannotated longer notes "from another clinic",
-  recombined from the separate SHIFTED pool (other specialties, vocabulary the annotated
-  notes never use).
+- ``synthetic_clinical_shifted.jsonl`` (60): unannotated in-distribution notes in which each
+  section is, with probability 0.15, replaced by a section "from another clinic" (the separate
+  SHIFTED pool: other specialties, vocabulary the annotated notes never use). The share is
+  chosen so the window drifts *moderately* (OOV rate +0.025, note-length PSI 0.18 against the
+  reference window): the demo's drift monitor then starts a retraining, as a moderate shift in
+  production would. Whole notes from the pool drift severely (OOV +0.24).
+- ``synthetic_notes_bad.jsonl``: 8 deliberately bad note records (malformed JSON, a missing
+  field, an empty text, a non-string text, an invalid note_id, a conflicting duplicate
+  note_id, a non-object) that the validate job must quarantine (7 of the 8 lines), never drop.
 
 Deterministic: regenerating gives byte-identical files. Run ``python make_clinical_notes.py``.
 """
@@ -33,6 +39,7 @@ ANNOTATED = "synthetic_clinical_notes.jsonl"
 REFERENCE = "synthetic_clinical_reference.jsonl"
 WINDOW = "synthetic_clinical_window.jsonl"
 SHIFTED = "synthetic_clinical_shifted.jsonl"
+BAD = "synthetic_notes_bad.jsonl"
 
 LABELS = {"D": "DISEASE", "S": "SYMPTOM", "T": "TREATMENT"}
 SPLITS = ("train", "dev", "test")
@@ -181,6 +188,41 @@ def recombined(
     return out
 
 
+def shifted_window(
+    count: int, seed: int, pool: list[str], foreign_pool: list[str], exclude: set[str], share: float
+) -> list[dict[str, str]]:
+    """In-distribution notes (`recombined` from `pool`) whose sections after the first are each
+    replaced, with probability `share`, by a random section of `foreign_pool`."""
+    rng = random.Random(seed)
+    foreign = [chunk for text in foreign_pool for name, chunk in sections(text) if name]
+    out = []
+    for record in recombined("syn-clin-shift", count, seed, pool, exclude):
+        chunks = [chunk for _, chunk in sections(record["text"])]
+        for i in range(1, len(chunks)):
+            if rng.random() < share:
+                # a foreign section of about the same length: the shift is in the words, so
+                # the note-length signal stays quiet
+                alike = [f for f in foreign if 0.7 <= len(f) / max(len(chunks[i]), 1) <= 1.3]
+                chunks[i] = rng.choice(alike or foreign)
+        out.append({"note_id": record["note_id"], "text": "\n".join(chunks)})
+    return out
+
+
+def bad_records() -> list[str]:
+    """Raw lines (not all JSON): each bad one must land in quarantine with its reason."""
+    ok = "Assessment: asthma. Plan: continue albuterol and follow up in 3 months."
+    return [
+        '{"note_id": "synthetic-bad-001", "text": "Assessment: gout. Plan: ',  # malformed_json
+        json.dumps({"note_id": "synthetic-bad-002"}),  # missing_field (text)
+        json.dumps({"note_id": "synthetic-bad-003", "text": "   "}),  # empty_text
+        json.dumps({"note_id": "synthetic-bad-004", "text": 42}),  # invalid_text_type
+        json.dumps({"note_id": "bad id with spaces/..", "text": ok}),  # invalid_note_id
+        json.dumps({"note_id": "synthetic-bad-006", "text": ok}),  # kept: the first of the pair
+        json.dumps({"note_id": "synthetic-bad-006", "text": ok.replace("asthma", "gout")}),
+        json.dumps(["synthetic-bad-008", ok]),  # not_an_object
+    ]
+
+
 def build(source: str) -> dict[str, str]:
     """File name -> file content of every generated file."""
     notes, shifted_pool = load_notes(source)
@@ -200,12 +242,14 @@ def build(source: str) -> dict[str, str]:
     annotated = {n.text for n in notes}
     reference = recombined("syn-clin-ref", 220, 101, train, annotated)
     window = recombined("syn-clin-win", 60, 202, train, annotated | {r["text"] for r in reference})
-    shifted = recombined("syn-clin-shift", 60, 303, shifted_pool, annotated, extra=3)
+    taken = annotated | {r["text"] for r in reference} | {r["text"] for r in window}
+    shifted = shifted_window(60, 303, train, shifted_pool, taken, share=0.4)
     return {
         ANNOTATED: "".join(r + "\n" for r in records),
         REFERENCE: "".join(json.dumps(r) + "\n" for r in reference),
         WINDOW: "".join(json.dumps(r) + "\n" for r in window),
         SHIFTED: "".join(json.dumps(r) + "\n" for r in shifted),
+        BAD: "".join(line + "\n" for line in bad_records()),
     }
 
 

@@ -1,4 +1,8 @@
-"""Generates the bundled SYNTHETIC sample annotations and notes (no real patient data)."""
+"""Generates the SYNTHETIC templated test fixtures (no real patient data; not the demo data).
+
+One-sentence templated annotations and notes that the unit tests train tiny models on
+quickly; `make run` uses the realistic notes of ``make_clinical_notes.py`` instead.
+"""
 
 from __future__ import annotations
 
@@ -106,11 +110,7 @@ def main() -> None:
     with open(here / "synthetic_notes.jsonl", "w", encoding="utf-8") as out:
         for note in notes:
             out.write(json.dumps(note) + "\n")
-    (here / "README.md").write_text(
-        f"# Bundled samples\n\n{HEADER}\n\nRegenerate with `python make_samples.py`.\n"
-        "- `synthetic_annotations.jsonl`: doccano-style spans, labels DISEASE/TREATMENT.\n"
-        "- `synthetic_notes.jsonl`: short notes with `note_id` and `text`.\n"
-    )
+    # README.md is written by hand: it lists every bundled file, not only these two.
 
 
 if __name__ == "__main__":

@@ -175,7 +175,9 @@ def test_register_gate_approve_then_regressing_candidate_is_rejected(env):
     assert d2["CustomerMetadataProperties"]["gate_comparison"] == "own_data"
 
     # a tie with production passes (min_improvement 0) and, in manual mode, stays pending
-    arn3 = register(s3, "job-3", metrics(0.70, 0.72, 0.66))["model_package_arn"]
+    # (another model with the same scores: an identical model_version is not registered)
+    tie = {**metrics(0.70, 0.72, 0.66), "model_version": "m-0.70-retrained"}
+    arn3 = register(s3, "job-3", tie)["model_package_arn"]
     gate3 = handler("gate_model")({"model_package_arn": arn3})
     assert gate3["passed"] is True and gate3["production_package_arn"] == arn1
     handler("approve_or_reject")({"action": "pending", "model_package_arn": arn3, "gate": gate3})

@@ -114,7 +114,11 @@ def test_chain_order(definitions, stage):
     for train in ("Train", "TrainAgainstProduction"):
         assert s[train]["Resource"].endswith(":::sagemaker:createTrainingJob.sync")
         assert s[train]["Next"] == "Register"
-    assert s["Register"]["Next"] == "Gate"
+    assert s["Register"]["Next"] == "IdenticalToProduction"
+    identical = s["IdenticalToProduction"]
+    assert identical["Default"] == "Gate"
+    assert [c["Next"] for c in identical["Choices"]] == ["NotRegisteredIdentical"]
+    assert s["NotRegisteredIdentical"]["Type"] == "Succeed"
     assert s["Gate"]["Next"] == "GatePassed"
     assert s["Deploy"]["Next"] == "WaitForEndpoint"
 

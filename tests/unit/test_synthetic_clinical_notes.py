@@ -89,7 +89,7 @@ def test_test_split_names_entities_train_never_shows(notes: list[dict[str, objec
 
 def test_regenerating_gives_byte_identical_files() -> None:
     built = gen.build(gen.SOURCE.read_text(encoding="utf-8"))
-    assert set(built) == {gen.ANNOTATED, *WINDOWS}
+    assert set(built) == {gen.ANNOTATED, gen.BAD, *WINDOWS}
     for name, content in built.items():
         assert (SAMPLES / name).read_bytes() == content.encode("utf-8"), name
 
@@ -114,8 +114,9 @@ def test_drift_windows_have_the_expected_shape() -> None:
     def mean_len(name: str) -> float:
         return sum(len(str(r["text"])) for r in windows[name]) / len(windows[name])
 
+    # A moderate shift: clearly more unseen words, notes of about the same length.
     assert oov(gen.SHIFTED) > 5 * oov(gen.WINDOW)
-    assert mean_len(gen.SHIFTED) > 1.3 * mean_len(gen.REFERENCE)
+    assert 0.8 < mean_len(gen.SHIFTED) / mean_len(gen.REFERENCE) < 1.25
 
 
 def test_files_are_marked_synthetic_and_small() -> None:
