@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from tiny_model import ANNOTATIONS, NOTES, STEPS
+from transform_output import transform_answer_lines
 
 from clinical_ner import analytics, drift, monitoring, publish
 from clinical_ner.extraction import ModelContractError, run_extraction
@@ -97,29 +98,7 @@ def _notes() -> list[Note]:
 
 
 def _answers(model: NerModel, notes: list[Note]) -> dict[str, dict[str, object]]:
-    lines = []
-    for note, ents in zip(notes, model.predict([n.text for n in notes]), strict=True):
-        lines.append(
-            json.dumps(
-                {
-                    "note_id": note.note_id,
-                    "model_version": model.version,
-                    "note_sha256": note.content_sha256,
-                    "entities": [
-                        {
-                            "start": e.start,
-                            "end": e.end,
-                            "label": e.label,
-                            "text": e.text,
-                            "confidence": e.confidence,
-                            "negated": e.negated,
-                        }
-                        for e in ents
-                    ],
-                }
-            )
-        )
-    return publish.parse_transform_output(lines)
+    return publish.parse_transform_output(transform_answer_lines(model, notes))
 
 
 def _label_counts(out: Path) -> Counter[str]:

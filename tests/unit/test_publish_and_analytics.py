@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from tiny_model import NOTES
+from transform_output import transform_answer_lines
 
 from clinical_ner import analytics, publish
 from clinical_ner.extraction import run_extraction
@@ -70,32 +71,6 @@ def test_named_query_parameters_are_checked(extraction_output):
         analytics.run_query(con, "note_extractions", {})
 
 
-def _answers(model, notes):
-    out = []
-    for note, ents in zip(notes, model.predict([n.text for n in notes]), strict=True):
-        out.append(
-            json.dumps(
-                {
-                    "note_id": note.note_id,
-                    "model_version": model.version,
-                    "note_sha256": note.content_sha256,
-                    "entities": [
-                        {
-                            "start": e.start,
-                            "end": e.end,
-                            "label": e.label,
-                            "text": e.text,
-                            "confidence": e.confidence,
-                            "negated": e.negated,
-                        }
-                        for e in ents
-                    ],
-                }
-            )
-        )
-    return "\n".join(out) + "\n"
-
-
 def _notes():
     rows = [json.loads(line) for line in NOTES.read_text().splitlines()][:10]
     return [
@@ -108,7 +83,7 @@ def test_publish_matches_local_extraction_and_is_idempotent(model, tmp_path):
     notes = _notes()
     body = b"".join(publish.transform_input(notes)).decode()
     assert [json.loads(line)["note_id"] for line in body.splitlines()] == [n.note_id for n in notes]
-    answers = publish.parse_transform_output(_answers(model, notes).splitlines())
+    answers = publish.parse_transform_output(transform_answer_lines(model, notes))
     out = tmp_path / "out"
     labels = model.labels  # the model's own label set (publish has no default)
     first = publish.publish_transform_output(
@@ -137,7 +112,7 @@ def test_publish_matches_local_extraction_and_is_idempotent(model, tmp_path):
 
 def test_publish_rejects_inconsistent_output(model, tmp_path):
     notes = _notes()
-    answers = publish.parse_transform_output(_answers(model, notes).splitlines())
+    answers = publish.parse_transform_output(transform_answer_lines(model, notes))
     missing = dict(list(answers.items())[1:])
     with pytest.raises(publish.TransformOutputError, match="without an answer"):
         publish.publish_transform_output(
