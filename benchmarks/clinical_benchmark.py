@@ -14,8 +14,14 @@ Scores: strict = same label and exact span; overlap = i2b2-style lenient (same l
 overlap; P counts predicted mentions that overlap a gold one, R gold mentions overlapped by a
 prediction). Two views: SYMPTOM ignored (gold and predicted SYMPTOM dropped) and SYMPTOM as
 DISEASE (both mapped). The dictionary baseline is `clinical_ner.dictionaries.lookup_entities`.
-Speed of the dictionary tagger: words/s on the dev notes in this process (run it with
-`taskset -c 1`) and its peak RSS measured in a child process that only loads and runs it.
+`--crf` (on by default) adds the project's CRF baseline (benchmarks/crf_baseline.py:
+sklearn-crfsuite, BIO over `clinical_ner.tokenization.tokenize_offsets`, 100 L-BFGS
+iterations) trained on the clinical train split with all three labels and scored the same way.
+Speed (run it with `taskset -c 1`: one core): the dictionary tagger's words/s on the dev notes
+in this process and its peak RSS in a child process that only loads and runs it; for each
+spaCy model, words/s and peak RSS (VmHWM) of a child process that loads the model and runs the
+full extraction (`NerModel.predict`: entities + confidence + negation) over the dev notes
+repeated to >= 50k whitespace words.
 """
 
 from __future__ import annotations
@@ -47,6 +53,27 @@ EXTRA_CORPORA = {
     ),
 }
 SYMPTOM_MAPS = {"keep": {}, "as-disease": {"SYMPTOM": "DISEASE"}, "drop": {"SYMPTOM": "O"}}
+SPEED_WORDS = 50_000  # the dev notes are repeated until the speed run has at least this many
+# Child process for one model's speed and memory: it reads the dev notes itself (no note text
+# passes through argv or temporary files), loads the model, warms up on one note, then times the
+# full extraction. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent.
+MODEL_SPEED_CODE = """
+import json, math, sys, time
+import clinical_ner.dictionaries  # registers the dictionary architecture
+from clinical_ner.inference import NerModel
+notes, model_dir, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(notes, encoding="utf-8") as f:
+    dev = [r["text"] for r in map(json.loads, filter(str.strip, f)) if r["split"] == "dev"]
+texts = dev * math.ceil(target / sum(len(t.split()) for t in dev))
+model = NerModel.load(model_dir)
+list(model.predict(texts[:1]))
+started = time.perf_counter()
+entities = sum(len(ents) for ents in model.predict(texts))
+seconds = time.perf_counter() - started
+peak = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+words = sum(len(t.split()) for t in texts)
+print(json.dumps({"words": words, "seconds": seconds, "entities": entities, "peak_kb": int(peak)}))
+"""
 Span = tuple[int, int, str]
 
 
@@ -147,6 +174,31 @@ def tagger_rss(tagger: object) -> float:
         return float(result.stdout.strip()) / 1024  # kB -> MB
 
 
+def crf_system() -> tuple[Callable[[list[str]], list[list[Span]]], float]:
+    """The project's CRF baseline trained on the clinical train split; (system, train seconds)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from crf_baseline import CrfBaseline
+
+    crf = CrfBaseline(max_iterations=100).fit(read_clinical("train"))
+    return crf.predict, crf.train_seconds
+
+
+def model_speed(path: str) -> dict[str, float]:
+    """Words/s and peak RSS (MB) of a fresh process running the full extraction with a model."""
+    result = subprocess.run(
+        [sys.executable, "-c", MODEL_SPEED_CODE, str(NOTES), path, str(SPEED_WORDS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    return {
+        "words_per_second": round(run["words"] / run["seconds"]),
+        "words": run["words"],
+        "peak_rss_mb": run["peak_kb"] / 1024,
+    }
+
+
 def print_table(name: str, results: dict[str, dict]) -> None:
     for mode in ("symptom-ignored", "symptom-as-disease"):
         print(f"\n## {name}: {mode}")
@@ -170,9 +222,12 @@ def evaluate(args: argparse.Namespace) -> None:
     systems: dict[str, Callable[[list[str]], list[list[Span]]]] = {}
     lookup, tagger = dictionary_system()
     systems["dictionary lookup"] = lookup
-    for spec in args.model:
-        name, _, path = spec.partition("=")
+    model_dirs = dict(spec.partition("=")[::2] for spec in args.model)
+    for name, path in model_dirs.items():
         systems[name] = model_system(path)
+    crf_seconds = None
+    if args.crf:
+        systems["crf (sklearn-crfsuite)"], crf_seconds = crf_system()
     results: dict[str, dict] = {}
     for name, system in systems.items():
         predicted = system(texts)
@@ -182,13 +237,34 @@ def evaluate(args: argparse.Namespace) -> None:
         }
     print(f"clinical dev split: {len(docs)} notes, {sum(len(g) for g in gold)} gold mentions")
     print_table("clinical dev", results)
+    if crf_seconds is not None:
+        print(
+            f"\ncrf (sklearn-crfsuite): trained on the clinical train split (DISEASE/SYMPTOM/"
+            f"TREATMENT, BIO over tokenize_offsets, max_iterations=100) in {crf_seconds:.0f} s"
+        )
     speed = tagger_speed(tagger, texts)
+    tagger_peak = tagger_rss(tagger)
     print(
         f"\ndictionary tagger ({len(tagger)} terms): {speed['words_per_second']} words/s "  # type: ignore[arg-type]
         f"(lookup over {speed['words']} whitespace words x5, one process); peak RSS of a "
         f"process loading the saved vocabularies and tagging all 160 notes: "
-        f"{tagger_rss(tagger):.0f} MB"
+        f"{tagger_peak:.0f} MB"
     )
+    print("\n## extraction speed (one core) and peak RSS")
+    print("| system | words/s | peak RSS (MB) | measured on |")
+    print("|---|---|---|---|")
+    print(
+        f"| dictionary lookup | {speed['words_per_second']} | {tagger_peak:.0f} | "
+        f"lookup only; speed in-process over {speed['words']} words x5, RSS of a child "
+        "tagging all 160 notes |"
+    )
+    for name, path in model_dirs.items():
+        run = model_speed(path)
+        print(
+            f"| {name} | {run['words_per_second']} | {run['peak_rss_mb']:.0f} | child process: "
+            f"load + NerModel.predict (entities, confidence, negation) over the dev notes "
+            f"repeated to {run['words']} words |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
@@ -265,6 +341,12 @@ def main() -> None:
     e = sub.add_parser("evaluate", help="score systems on the clinical dev split")
     e.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR")
     e.add_argument("--json", default=None, help="also write the scores to this file")
+    e.add_argument(
+        "--crf",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train and score the CRF baseline on the clinical train split (default: on)",
+    )
     args = parser.parse_args()
     train(args) if args.command == "train" else evaluate(args)
 
