@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import time
 
 import pytest
 from sagemaker_job import SERVE_SCRIPT, job_env, trained_job
+from serve_client import free_port, request
 
 from clinical_ner import traits
 from clinical_ner.traits import NegationScanner, is_negated
@@ -369,23 +369,6 @@ def test_a_jsonlines_request_is_still_refused_as_a_whole_for_request_level_probl
 
 
 # --------------------------------------------------------------------------- the real server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request(port, method, path, body=None, content_type=None, timeout=30.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"Content-Type": content_type} if content_type else {}
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.getheader("Content-Type"), response.read()
-    finally:
-        conn.close()
 
 
 def children_of(pid: int) -> list[int]:

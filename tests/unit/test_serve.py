@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sagemaker_job import SERVE_SCRIPT, job_env, trained_job
+from serve_client import free_port, request
 
 from clinical_ner.serve import InferenceApp, Limits, ModelHolder
 
@@ -23,25 +22,6 @@ MAX_BYTES = 64 * 1024
 MAX_NOTES = 20
 MAX_CHARS = 2000
 NOTE = "The patient has a history of asthma treated with albuterol. No evidence of pneumonia."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request(port, method, path, body=None, content_type=None, timeout=30.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"Content-Type": content_type} if content_type else {}
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.getheader("Content-Type"), response.read()
-    finally:
-        conn.close()
 
 
 def post_json(port, payload, content_type="application/json"):
