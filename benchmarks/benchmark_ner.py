@@ -1,10 +1,13 @@
 """NER benchmark on ../shared/data: spaCy model vs a CRF baseline, speed, memory, tokenization.
 
     python benchmarks/benchmark_ner.py [--corpora bc5cdr,ncbi,biotext] [--max-steps N]
+        [--config NAME=CFG ...] [--no-crf]
 
 For each corpus: trains on train, scores on devel (BioText has no devel: a fixed 10% hash split
-of train), for both our spaCy pipeline and sklearn-crfsuite; prints F1 per corpus, training
-time, inference words/s on one core, peak memory, and the effect of the tokenizer on raw text.
+of train), for each spaCy config and sklearn-crfsuite; prints F1 per corpus, training time,
+inference words/s on one core, peak memory, and the effect of the tokenizer on raw text.
+The default configs are the bundled `ner.cfg` (dictionary features) and
+`benchmarks/configs/ner_no_dictionaries.cfg` (the same without them), side by side.
 Results also go to benchmarks/results/benchmark.json.
 """
 
@@ -43,6 +46,10 @@ CORPORA = {
     "bc5cdr": ("BC5CDR-IOB/train.tsv", "BC5CDR-IOB/devel.tsv"),
     "ncbi": ("NCBI-disease-IOB/train.tsv", "NCBI-disease-IOB/devel.tsv"),
     "biotext": ("biotext-disease-treatment/train_sent", None),
+}
+DEFAULT_CONFIGS = {
+    "dictionaries": None,  # the bundled clinical_ner/configs/ner.cfg
+    "no_dictionaries": REPO / "benchmarks" / "configs" / "ner_no_dictionaries.cfg",
 }
 NO_SPACE_BEFORE = {".", ",", ";", ":", ")", "]", "%", "?", "!"}
 NO_SPACE_AFTER = {"(", "["}
@@ -164,8 +171,14 @@ def pretrained_weights(corpora: list[str], epochs: int) -> Path:
 
 
 def run_corpus(
-    name: str, max_steps: int | None, with_crf: bool, init_tok2vec: Path | None
+    name: str,
+    max_steps: int | None,
+    with_crf: bool,
+    init_tok2vec: Path | None,
+    config: tuple[str, Path | None] = ("dictionaries", None),
 ) -> dict[str, object]:
+    """Train one spaCy config on one corpus and score it on its devel split (plus CRF)."""
+    config_name, config_path = config
     train_rel, dev_rel = CORPORA[name]
     train_path = DATA / train_rel
     train_docs, train_report = read_annotations([train_path], labels=dict(DEFAULT_LABEL_MAP))
@@ -184,15 +197,23 @@ def run_corpus(
         not dev_rel,
         dict(DEFAULT_LABEL_MAP),
     )
-    model_dir = RESULTS / "models" / name
+    model_dir = RESULTS / "models" / f"{name}-{config_name}"
     overrides: dict[str, object] = {"training.max_steps": max_steps} if max_steps else {}
     started = time.perf_counter()
-    metrics = train_model(inputs, model_dir, seed=0, overrides=overrides, log=lambda _: None)
+    metrics = train_model(
+        inputs,
+        model_dir,
+        seed=0,
+        config_path=config_path,
+        overrides=overrides,
+        log=lambda _: None,
+    )
     wall = time.perf_counter() - started
     dev = metrics["dev"]
     assert isinstance(dev, dict)
     result: dict[str, object] = {
         "corpus": name,
+        "config": config_name,
         "train_docs": len(train_docs),
         "dev_docs": len(dev_docs),
         "spacy_f": dev["ents_f"],
@@ -210,7 +231,7 @@ def run_corpus(
     }
     if with_crf:
         result["crf"] = crf_scores(train_docs, dev_docs)
-    if name == "bc5cdr":
+    if name == "bc5cdr" and config_name == "dictionaries":
         result["tokenization_f1_on_natural_text"] = tokenization_effect(
             NerModel.load(model_dir), dev_docs
         )
@@ -225,24 +246,46 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--no-crf", action="store_true")
     parser.add_argument("--pretrain-epochs", type=int, default=0, help="0 = no pretraining")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=CFG",
+        help="spaCy config to compare (repeatable; default: dictionaries and no_dictionaries)",
+    )
     args = parser.parse_args()
+    configs: dict[str, Path | None] = dict(DEFAULT_CONFIGS)
+    if args.config:
+        configs = {}
+        for spec in args.config:
+            config_name, sep, path = spec.partition("=")
+            if not sep or not config_name or not path:
+                parser.error(f"--config wants NAME=CFG, got {spec!r}")
+            configs[config_name] = Path(path)
     if not DATA.is_dir():
         print(f"SKIPPED: {DATA} not found (the benchmark needs ../shared/data)")
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     corpora = [name.strip() for name in args.corpora.split(",")]
     weights = pretrained_weights(corpora, args.pretrain_epochs) if args.pretrain_epochs else None
-    results = [run_corpus(name, args.max_steps, not args.no_crf, weights) for name in corpora]
+    results = [
+        # The CRF does not depend on the spaCy config: train it once per corpus.
+        run_corpus(name, args.max_steps, not args.no_crf and k == 0, weights, config)
+        for name in corpora
+        for k, config in enumerate(configs.items())
+    ]
     (RESULTS / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
-    header = f"{'corpus':<9} {'spaCy F1':>9} {'CRF F1':>8} {'train s':>8} {'words/s 1 core':>15} "
+    header = f"{'corpus':<9} {'config':<16} {'spaCy F1':>9} {'CRF F1':>8} {'train s':>8} "
+    header += f"{'words/s 1 core':>15} "
     print(header + f"{'peak MB':>8}")
     for r in results:
         crf = r.get("crf", {})
         sp = r["speed_one_core"]
         assert isinstance(sp, dict) and isinstance(crf, dict)
         print(
-            f"{r['corpus']:<9} {r['spacy_f']:9.4f} {crf.get('ents_f', float('nan')):8.4f} "
+            f"{r['corpus']:<9} {r['config']:<16} {r['spacy_f']:9.4f} "
+            f"{crf.get('ents_f', float('nan')):8.4f} "
             f"{r['train_seconds']:8.1f} {sp['with_confidence_words_per_second']:15d} "
             f"{sp['peak_rss_mb']:8.1f}"
         )

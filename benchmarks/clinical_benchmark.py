@@ -3,9 +3,10 @@
 Two subcommands (models go under /tmp, never into the repository; the data stays in
 ../shared/data):
 
-    # train one variant on the clinical train split (dev = the clinical dev split)
-    python benchmarks/clinical_benchmark.py train --output /tmp/g_runs/dict_dst \\
-        --config benchmarks/configs/ner_dictionaries.cfg --symptom keep --steps 3000
+    # train one variant of a recipe (default: the product recipe; a .toml file adds corpora
+    # with their own label maps and weights, clinical_ner/recipes.py)
+    python benchmarks/clinical_benchmark.py train --output /tmp/g_runs/no_dict \\
+        --config benchmarks/configs/ner_no_dictionaries.cfg --symptom keep
     # score systems side by side and time the dictionary tagger
     python benchmarks/clinical_benchmark.py evaluate --model base=/tmp/g_runs/base_dst \\
         --model dict=/tmp/g_runs/dict_dst
@@ -27,31 +28,23 @@ repeated to >= 50k whitespace words.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clinical_ner.recipes import Recipe
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 NOTES = DATA / "clinical-notes-annotated" / "notes.jsonl"
-EXTRA_CORPORA = {
-    # name: (files, label map onto the product labels)
-    "bc5cdr": (
-        [DATA / "BC5CDR-IOB" / "train.tsv"],
-        {"Chemical": "TREATMENT", "Disease": "DISEASE"},
-    ),
-    "ncbi": ([DATA / "NCBI-disease-IOB" / "train.tsv"], {"Disease": "DISEASE"}),
-    "biotext": (
-        [DATA / "biotext-disease-treatment" / "train_sent"],
-        {"D": "DISEASE", "T": "TREATMENT"},
-    ),
-}
 SYMPTOM_MAPS = {"keep": {}, "as-disease": {"SYMPTOM": "DISEASE"}, "drop": {"SYMPTOM": "O"}}
 SPEED_WORDS = 50_000  # the dev notes are repeated until the speed run has at least this many
 # Child process for one model's speed and memory: it reads the dev notes itself (no note text
@@ -269,59 +262,55 @@ def evaluate(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 
-def sample_extra(name: str, weight: float, clinical_words: int, seed: int) -> list:
-    """Random sentences of an extra corpus totalling `weight` x the clinical train words."""
-    from clinical_ner.readers import read_annotations
+def with_symptom(recipe: Recipe, mode: str) -> Recipe:
+    """`recipe` with SYMPTOM kept, mapped to DISEASE, or dropped in every part's label map."""
+    remap = SYMPTOM_MAPS[mode]
 
-    files, labels = EXTRA_CORPORA[name]
-    docs, _ = read_annotations(files, "auto", labels)
-    random.Random(seed).shuffle(docs)
-    chosen, words = [], 0
-    for doc in docs:
-        if words >= weight * clinical_words:
-            break
-        chosen.append(doc)
-        words += len(doc.tokens)
-    return chosen
+    def mapped(labels: Mapping[str, str] | None) -> dict[str, str] | None:
+        return None if labels is None else {k: remap.get(v, v) for k, v in labels.items()}
+
+    return dataclasses.replace(
+        recipe,
+        labels=mapped(recipe.labels) or {},
+        train=tuple(dataclasses.replace(p, labels=mapped(p.labels)) for p in recipe.train),
+        dev=tuple(dataclasses.replace(p, labels=mapped(p.labels)) for p in recipe.dev),
+    )
 
 
 def train(args: argparse.Namespace) -> None:
     import clinical_ner.dictionaries  # noqa: F401 - registers the dictionary architecture
+    from clinical_ner.recipes import get_recipe, read_recipe_data
     from clinical_ner.training import TrainingInputs, train_model
 
-    train_docs = read_clinical("train", args.symptom)
-    dev_docs = read_clinical("dev", args.symptom)
-    clinical_words = sum(len(d.tokens) for d in train_docs)
-    extra_report = {}
-    for spec in args.extra:
-        name, _, weight = spec.partition(":")
-        extra = sample_extra(name, float(weight or 1.0), clinical_words, args.seed)
-        extra_report[name] = {"docs": len(extra), "words": sum(len(d.tokens) for d in extra)}
-        train_docs = train_docs + extra
-    random.Random(args.seed).shuffle(train_docs)
+    recipe = with_symptom(get_recipe(args.recipe), args.symptom)
+    data = read_recipe_data(recipe, DATA, log=print)
     inputs = TrainingInputs(
-        train_docs,
-        dev_docs,
-        data_files={str(NOTES): "clinical-notes-annotated"},
-        data_reports={"extra": extra_report, "symptom": args.symptom},
-        label_map=SYMPTOM_MAPS[args.symptom],
+        data.train_docs,
+        data.dev_docs,
+        data_files={str(p): "" for p in data.files},
+        data_reports={"recipe": recipe.name, "files": data.reports, "symptom": args.symptom},
+        label_map=dict(recipe.labels),
     )
     started = time.perf_counter()
+    overrides = {**recipe.overrides, "training.eval_frequency": 250}
+    if args.steps:
+        overrides["training.max_steps"] = args.steps
     metrics = train_model(
         inputs,
         args.output,
-        seed=args.seed,
+        seed=recipe.seed if args.seed is None else args.seed,
         config_path=args.config,
-        overrides={"training.max_steps": args.steps, "training.eval_frequency": 250},
+        overrides=overrides,
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "output": args.output,
+                "recipe": recipe.name,
                 "seconds": round(time.perf_counter() - started),
                 "peak_rss_mb": round(peak),
-                "extra": extra_report,
+                "train": {k: v for k, v in data.reports.items() if k.startswith("train ")},
                 "dev_ents_f": metrics["dev"]["ents_f"],  # type: ignore[index]
             }
         )
@@ -331,13 +320,13 @@ def train(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train one variant on the clinical train split")
+    t = sub.add_parser("train", help="train one variant of a recipe (default: product)")
     t.add_argument("--output", required=True)
+    t.add_argument("--recipe", default="product", help="bundled recipe name or a .toml file")
     t.add_argument("--config", default=None, help="spaCy config (default: the bundled ner.cfg)")
     t.add_argument("--symptom", choices=sorted(SYMPTOM_MAPS), default="keep")
-    t.add_argument("--extra", action="append", default=[], help="CORPUS:WEIGHT, e.g. bc5cdr:0.5")
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    t.add_argument("--seed", type=int, default=None, help="default: the recipe's")
     e = sub.add_parser("evaluate", help="score systems on the clinical dev split")
     e.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR")
     e.add_argument("--json", default=None, help="also write the scores to this file")

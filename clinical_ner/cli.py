@@ -19,7 +19,7 @@ from clinical_ner.readers import (
     parse_label_map,
     read_annotations,
 )
-from clinical_ner.recipes import DEFAULT_DATA_ROOT, RECIPES
+from clinical_ner.recipes import DEFAULT_DATA_ROOT, Recipe, bundled_recipes
 
 if TYPE_CHECKING:
     from clinical_ner.training import TrainingInputs
@@ -99,35 +99,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
 
 
-def _recipe_inputs(args: argparse.Namespace) -> TrainingInputs:
+def _recipe_inputs(args: argparse.Namespace, recipe: Recipe) -> TrainingInputs:
     """Training inputs of `--recipe` read from `--data-root` (clinical_ner.recipes)."""
-    from clinical_ner.recipes import get_recipe, select_docs
+    from clinical_ner.recipes import read_recipe_data
     from clinical_ner.training import TrainingInputs, file_sha256
 
-    recipe = get_recipe(args.recipe)
     data_root = Path(args.data_root)
-    files = recipe.files(data_root)
-    label_map = {**parse_label_map(None), **recipe.label_map}
-    docs_by_file: dict[str, list] = {}
-    reports: dict[str, object] = {}
-    for path in files:
-        docs, report = read_annotations([path], AnnotationFormat.AUTO, label_map)
-        docs_by_file[str(path.relative_to(data_root))] = docs
-        reports[str(path.relative_to(data_root))] = report.as_dict()
-    train_docs = select_docs(recipe.train, docs_by_file, recipe.name)
-    dev_docs = select_docs(recipe.dev, docs_by_file, recipe.name)
+    data = read_recipe_data(recipe, data_root, log=print)
     print(
-        f"recipe {recipe.name}: {recipe.description}; {len(train_docs)} train and "
-        f"{len(dev_docs)} dev docs from {data_root}"
+        f"recipe {recipe.name}: {recipe.description}; {len(data.train_docs)} train and "
+        f"{len(data.dev_docs)} dev docs from {data_root}"
     )
     return TrainingInputs(
-        train_docs=train_docs,
-        dev_docs=dev_docs,
+        train_docs=data.train_docs,
+        dev_docs=data.dev_docs,
         # Keyed by path under the data root, so the version does not depend on where it is.
-        data_files={str(p.relative_to(data_root)): file_sha256(p) for p in files},
-        data_reports={"recipe": recipe.name, "files": reports},
+        data_files={str(p.relative_to(data_root)): file_sha256(p) for p in data.files},
+        data_reports={"recipe": recipe.name, "files": data.reports},
         dev_is_split_of_train=False,
-        label_map=label_map,
+        label_map=dict(recipe.labels),
         init_tok2vec=Path(args.init_tok2vec) if args.init_tok2vec else None,
     )
 
@@ -142,7 +132,7 @@ def _train(args: argparse.Namespace) -> int:
             raise RecipeError("--recipe sets the data, dev split and labels: drop --dev/--labels")
 
         recipe = get_recipe(args.recipe)
-        inputs = _recipe_inputs(args)
+        inputs = _recipe_inputs(args, recipe)
         overrides: dict[str, object] = dict(recipe.overrides)
         if args.max_steps is not None:
             overrides["training.max_steps"] = args.max_steps
@@ -347,8 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--train", nargs="+", metavar="FILE")
     source.add_argument(
         "--recipe",
-        choices=sorted(RECIPES),
-        help="named recipe (clinical_ner/recipes.py): corpora, splits, labels, steps, seed",
+        metavar="NAME|FILE.toml",
+        help=(
+            f"a bundled recipe ({', '.join(bundled_recipes())}; clinical_ner/configs/recipes/) or "
+            "a recipe file: corpora, splits, per-corpus labels and weights, steps, seed"
+        ),
     )
     train.add_argument(
         "--data-root",

@@ -51,6 +51,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from clinical_ner.aws_runtime import ENDPOINT_BUSY_ERROR, TRANSIENT_ERROR
+from clinical_ner.recipes import get_recipe
 from clinical_ner.registry import LATEST, TRIGGERS
 from clinical_ner.stage_config import ApprovalMode
 
@@ -536,7 +537,9 @@ class TrainingPipeline(Construct):
             ),
             vpc_config=tasks.VpcConfig(vpc=t.vpc, subnets=t.subnets),
             enable_network_isolation=True,
-            hyperparameters={"seed": "0"},
+            # The pipeline retrains the product model: the product recipe's seed, labels and
+            # config overrides, on the annotations gathered in the channels.
+            hyperparameters=get_recipe("product").hyperparameters(),
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_selector={
                 "job_name": sfn.JsonPath.string_at("$.TrainingJobName"),

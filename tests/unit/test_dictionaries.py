@@ -287,3 +287,21 @@ def test_pretraining_runs_the_features_and_saves_the_vocabularies(tmp_path: Path
     tok2vec.from_bytes(weights.read_bytes())
     tagger = find_tagger(nlp)
     assert tagger is not None and len(tagger) == len(tiny_tagger())
+
+
+def test_the_benchmarks_no_dictionary_config_differs_only_in_the_embedding():
+    """The side-by-side benchmarks measure the dictionary features and nothing else."""
+    from thinc.api import Config
+
+    repo = Path(__file__).resolve().parents[2]
+    bundled = Config().from_disk(repo / "clinical_ner" / "configs" / "ner.cfg", interpolate=False)
+    plain = Config().from_disk(
+        repo / "benchmarks" / "configs" / "ner_no_dictionaries.cfg", interpolate=False
+    )
+    bundled_embed = bundled["components"]["tok2vec"]["model"].pop("embed")
+    plain_embed = plain["components"]["tok2vec"]["model"].pop("embed")
+    assert bundled == plain
+    assert plain_embed["@architectures"] == "spacy.MultiHashEmbed.v2"
+    assert bundled_embed["@architectures"] == "clinical_ner.DictionaryHashEmbed.v1"
+    shared = ("width", "attrs", "rows", "include_static_vectors")
+    assert {k: bundled_embed[k] for k in shared} == {k: plain_embed[k] for k in shared}
