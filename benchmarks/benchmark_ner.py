@@ -27,12 +27,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from crf_baseline import CrfBaseline  # noqa: E402
 
-from clinical_ner.corpus import AnnotatedDoc, Entity, Token  # noqa: E402
-from clinical_ner.evaluation import score_entities  # noqa: E402
-from clinical_ner.inference import NerModel  # noqa: E402
-from clinical_ner.notes import normalise_text, read_notes  # noqa: E402
-from clinical_ner.readers import DEFAULT_LABEL_MAP, read_annotations  # noqa: E402
-from clinical_ner.training import (  # noqa: E402
+from clinical_ner.data.notes import normalise_text, read_notes  # noqa: E402
+from clinical_ner.model.corpus import AnnotatedDoc, Entity, Token  # noqa: E402
+from clinical_ner.model.evaluation import score_entities  # noqa: E402
+from clinical_ner.model.inference import NerModel  # noqa: E402
+from clinical_ner.model.readers import DEFAULT_LABEL_MAP, read_annotations  # noqa: E402
+from clinical_ner.model.training import (  # noqa: E402
     TrainingInputs,
     file_sha256,
     pretrain_tok2vec,

@@ -4,7 +4,7 @@ Two subcommands (models go under /tmp, never into the repository; the data stays
 ../shared/data):
 
     # train one variant of a recipe (default: the product recipe; a .toml file adds corpora
-    # with their own label maps and weights, clinical_ner/recipes.py)
+    # with their own label maps and weights, clinical_ner/model/recipes.py)
     python benchmarks/clinical_benchmark.py train --output /tmp/g_runs/no_dict \\
         --config benchmarks/configs/ner_no_dictionaries.cfg --symptom keep
     # score systems side by side and time the dictionary tagger
@@ -14,9 +14,9 @@ Two subcommands (models go under /tmp, never into the repository; the data stays
 Scores: strict = same label and exact span; overlap = i2b2-style lenient (same label, spans
 overlap; P counts predicted mentions that overlap a gold one, R gold mentions overlapped by a
 prediction). Two views: SYMPTOM ignored (gold and predicted SYMPTOM dropped) and SYMPTOM as
-DISEASE (both mapped). The dictionary baseline is `clinical_ner.dictionaries.lookup_entities`.
+DISEASE (both mapped). The dictionary baseline is `clinical_ner.model.dictionaries.lookup_entities`.
 `--crf` (on by default) adds the project's CRF baseline (benchmarks/crf_baseline.py:
-sklearn-crfsuite, BIO over `clinical_ner.tokenization.tokenize_offsets`, 100 L-BFGS
+sklearn-crfsuite, BIO over `clinical_ner.model.tokenization.tokenize_offsets`, 100 L-BFGS
 iterations) trained on the clinical train split with all three labels and scored the same way.
 Speed (run it with `taskset -c 1`: one core): the dictionary tagger's words/s on the dev notes
 in this process and its peak RSS in a child process that only loads and runs it; for each
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from clinical_ner.recipes import Recipe
+    from clinical_ner.model.recipes import Recipe
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -52,8 +52,8 @@ SPEED_WORDS = 50_000  # the dev notes are repeated until the speed run has at le
 # full extraction. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent.
 MODEL_SPEED_CODE = """
 import json, math, sys, time
-import clinical_ner.dictionaries  # registers the dictionary architecture
-from clinical_ner.inference import NerModel
+import clinical_ner.model.dictionaries  # registers the dictionary architecture
+from clinical_ner.model.inference import NerModel
 notes, model_dir, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(notes, encoding="utf-8") as f:
     dev = [r["text"] for r in map(json.loads, filter(str.strip, f)) if r["split"] == "dev"]
@@ -71,7 +71,7 @@ Span = tuple[int, int, str]
 
 
 def read_clinical(split: str, symptom: str = "keep") -> list:
-    from clinical_ner.readers import read_annotations
+    from clinical_ner.model.readers import read_annotations
 
     labels = {"DISEASE": "DISEASE", "SYMPTOM": "SYMPTOM", "TREATMENT": "TREATMENT"}
     labels.update(SYMPTOM_MAPS[symptom])
@@ -120,15 +120,15 @@ def score(
 
 
 def dictionary_system() -> tuple[Callable[[list[str]], list[list[Span]]], object]:
-    from clinical_ner.dictionaries import VocabularySpec, lookup_entities
+    from clinical_ner.model.dictionaries import VocabularySpec, lookup_entities
 
     tagger = VocabularySpec().build()
     return (lambda texts: [lookup_entities(tagger, t) for t in texts]), tagger
 
 
 def model_system(path: str) -> Callable[[list[str]], list[list[Span]]]:
-    import clinical_ner.dictionaries  # noqa: F401 - registers the dictionary architecture
-    from clinical_ner.inference import NerModel
+    import clinical_ner.model.dictionaries  # noqa: F401 - registers the dictionary architecture
+    from clinical_ner.model.inference import NerModel
 
     model = NerModel.load(path)
     return lambda texts: [
@@ -137,7 +137,7 @@ def model_system(path: str) -> Callable[[list[str]], list[list[Span]]]:
 
 
 def tagger_speed(tagger: object, texts: list[str]) -> dict[str, float]:
-    from clinical_ner.dictionaries import lookup_entities
+    from clinical_ner.model.dictionaries import lookup_entities
 
     words = sum(len(t.split()) for t in texts)
     started = time.perf_counter()
@@ -156,7 +156,7 @@ def tagger_rss(tagger: object) -> float:
         tagger.to_disk(path)  # type: ignore[attr-defined]
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent.
         code = (
-            "import json,sys;from clinical_ner.dictionaries import DictionaryTagger,"
+            "import json,sys;from clinical_ner.model.dictionaries import DictionaryTagger,"
             "lookup_entities;t=DictionaryTagger.from_disk(sys.argv[1]);"
             f"[lookup_entities(t,json.loads(l)['text']) for l in open({str(NOTES)!r})];"
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
@@ -278,9 +278,9 @@ def with_symptom(recipe: Recipe, mode: str) -> Recipe:
 
 
 def train(args: argparse.Namespace) -> None:
-    import clinical_ner.dictionaries  # noqa: F401 - registers the dictionary architecture
-    from clinical_ner.recipes import get_recipe, read_recipe_data
-    from clinical_ner.training import TrainingInputs, train_model
+    import clinical_ner.model.dictionaries  # noqa: F401 - registers the dictionary architecture
+    from clinical_ner.model.recipes import get_recipe, read_recipe_data
+    from clinical_ner.model.training import TrainingInputs, train_model
 
     recipe = with_symptom(get_recipe(args.recipe), args.symptom)
     data = read_recipe_data(recipe, DATA, log=print)

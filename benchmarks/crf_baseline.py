@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import sklearn_crfsuite
 
-from clinical_ner.corpus import AnnotatedDoc
-from clinical_ner.tokenization import tokenize_offsets
+from clinical_ner.model.corpus import AnnotatedDoc
+from clinical_ner.model.tokenization import tokenize_offsets
 
 Spans = list[tuple[int, int, str]]
 

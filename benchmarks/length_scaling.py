@@ -32,8 +32,8 @@ DEFAULT_CSV = REPO.parent / "shared" / "data" / "mtsamples" / "mtsamples.csv"
 DEFAULT_LENGTHS = (1_000, 5_000, 10_000, 20_000, 40_000, 100_000)
 sys.path.insert(0, str(REPO))
 
-from clinical_ner.inference import NerModel  # noqa: E402
-from clinical_ner.notes import normalise_text  # noqa: E402
+from clinical_ner.data.notes import normalise_text  # noqa: E402
+from clinical_ner.model.inference import NerModel  # noqa: E402
 
 # Used only when the MTSamples CSV is missing: invented, clinical-looking, no real patient.
 SYNTHETIC = (

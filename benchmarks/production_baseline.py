@@ -5,7 +5,7 @@
 
 Packs `--model` as the ``model.tar.gz`` a training job writes, puts it in the ``production``
 channel of a temporary SageMaker root, reads `--dev` (and `--test`, when given) as the
-candidate's documents and times `clinical_ner.sagemaker_train.production_baseline`: archive
+candidate's documents and times `clinical_ner.runtime.sagemaker_train.production_baseline`: archive
 check and extraction, model load, scoring. Prints the seconds, the documents scored and the
 production model's F1 on them, then one JSON line (also written to `--output` when given).
 Nothing from the corpus is written anywhere.
@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clinical_ner.readers import read_annotations  # noqa: E402
-from clinical_ner.sagemaker_train import (  # noqa: E402
+from clinical_ner.model.readers import read_annotations  # noqa: E402
+from clinical_ner.runtime.sagemaker_train import (  # noqa: E402
     PRODUCTION_CHANNEL,
     JobPaths,
     production_baseline,

@@ -2,7 +2,7 @@
 
     python benchmarks/serve_latency.py --model local-run/model [--requests 200] [--core 0,1]
 
-Starts `python -m clinical_ner.serve` (under `taskset -c <--core>` when given) with
+Starts `python -m clinical_ner.runtime.serve` (under `taskset -c <--core>` when given) with
 OPENBLAS_NUM_THREADS=1 on a free loopback port, waits for /ping, then measures, client side
 (HTTP + validation + inference + JSON):
 
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "mtsamples" / "mtsamples.csv"
 sys.path.insert(0, str(REPO))
 
-from clinical_ner.notes import normalise_text  # noqa: E402
+from clinical_ner.data.notes import normalise_text  # noqa: E402
 
 
 def load_notes(path: Path, words: int, count: int) -> list[str]:
@@ -251,7 +251,7 @@ def main() -> int:
     command = [
         sys.executable,
         "-m",
-        "clinical_ner.serve",
+        "clinical_ner.runtime.serve",
         "--model-dir",
         args.model,
         "--host",

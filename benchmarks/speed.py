@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    from clinical_ner.inference import NerModel
+    from clinical_ner.model.inference import NerModel
 
     texts = load_texts(Path(args.notes), args.limit)
     words = sum(len(t.split()) for t in texts)

@@ -8,7 +8,7 @@ the repository; the shared data file is only read, never copied into the repo. T
 - ``single_csv``: the whole CSV as one raw object. One object is one Spark task, so this
   uses one core however many there are: the worst case for a big single drop.
 - ``split_jsonl``: the same rows as ``--objects`` JSONL objects, so all cores work.
-- ``core_only``: `clinical_ner.data_prep.process_note_object` on the CSV bytes in this
+- ``core_only``: `clinical_ner.data.data_prep.process_note_object` on the CSV bytes in this
   process (no Spark): the per-core ceiling of the validation logic itself.
 
 Spark session start-up (JVM launch) is excluded; everything a run does (listing, ledger,
@@ -35,8 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mtsamples" / "mtsamples.csv"
 sys.path.insert(0, str(REPO_ROOT))
 
-from clinical_ner import data_prep as dp  # noqa: E402
-from clinical_ner.stage_config import LAKE  # noqa: E402
+from clinical_ner.data import data_prep as dp  # noqa: E402
+from clinical_ner.pipeline.stage_config import LAKE  # noqa: E402
 
 
 def _job() -> Any:

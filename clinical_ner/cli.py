@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING
 
 from thinc.api import ConfigValidationError
 
-from clinical_ner.extraction import ModelContractError
-from clinical_ner.notes import DEFAULT_MAX_CHARS, AccountingError
-from clinical_ner.readers import (
+from clinical_ner.data.extraction import ModelContractError
+from clinical_ner.data.notes import DEFAULT_MAX_CHARS, AccountingError
+from clinical_ner.model.readers import (
     AnnotationFormat,
     AnnotationFormatError,
     parse_label_map,
     read_annotations,
 )
-from clinical_ner.recipes import DEFAULT_DATA_ROOT, Recipe, bundled_recipes
+from clinical_ner.model.recipes import DEFAULT_DATA_ROOT, Recipe, bundled_recipes
 
 if TYPE_CHECKING:
-    from clinical_ner.training import TrainingInputs
+    from clinical_ner.model.training import TrainingInputs
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +88,7 @@ def _package_version() -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from clinical_ner.training import check_output_dir, sigterm_as_exit
+    from clinical_ner.model.training import check_output_dir, sigterm_as_exit
 
     check_output_dir(args.output)  # before reading data: refuse early, destroy nothing
     try:
@@ -100,9 +100,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _recipe_inputs(args: argparse.Namespace, recipe: Recipe) -> TrainingInputs:
-    """Training inputs of `--recipe` read from `--data-root` (clinical_ner.recipes)."""
-    from clinical_ner.recipes import read_recipe_data
-    from clinical_ner.training import TrainingInputs, file_sha256
+    """Training inputs of `--recipe` read from `--data-root` (clinical_ner.model.recipes)."""
+    from clinical_ner.model.recipes import read_recipe_data
+    from clinical_ner.model.training import TrainingInputs, file_sha256
 
     data_root = Path(args.data_root)
     data = read_recipe_data(recipe, data_root, log=print)
@@ -123,10 +123,10 @@ def _recipe_inputs(args: argparse.Namespace, recipe: Recipe) -> TrainingInputs:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from clinical_ner.training import TrainingInputs, file_sha256, split_by_hash
+    from clinical_ner.model.training import TrainingInputs, file_sha256, split_by_hash
 
     if args.recipe:
-        from clinical_ner.recipes import RecipeError, get_recipe
+        from clinical_ner.model.recipes import RecipeError, get_recipe
 
         if args.dev or args.labels:
             raise RecipeError("--recipe sets the data, dev split and labels: drop --dev/--labels")
@@ -173,7 +173,7 @@ def _run_training(
     overrides: dict[str, object],
     seed: int,
 ) -> int:
-    from clinical_ner.training import train_model
+    from clinical_ner.model.training import train_model
 
     metrics = train_model(
         inputs, args.output, seed=seed, config_path=args.config, overrides=overrides
@@ -188,8 +188,8 @@ def _run_training(
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from clinical_ner.notes import normalise_text, read_notes
-    from clinical_ner.training import pretrain_tok2vec
+    from clinical_ner.data.notes import normalise_text, read_notes
+    from clinical_ner.model.training import pretrain_tok2vec
 
     texts: list[str] = []
     if args.notes:
@@ -216,8 +216,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from clinical_ner.inference import NerModel
-    from clinical_ner.scoring import evaluate_docs
+    from clinical_ner.model.inference import NerModel
+    from clinical_ner.model.scoring import evaluate_docs
 
     docs, report = read_annotations(
         args.data, args.format, parse_label_map(args.labels), deduplicate=False
@@ -245,7 +245,7 @@ EXIT_NOTHING_PROCESSED = 4
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from clinical_ner.extraction import (
+    from clinical_ner.data.extraction import (
         UncalibratedModelError,
         model_metadata_problem,
         prepare_output_dir,
@@ -265,7 +265,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             f"clinical-ner extract: warning: {problem}; confidences are uncalibrated",
             file=sys.stderr,
         )
-    from clinical_ner.inference import NerModel
+    from clinical_ner.model.inference import NerModel
 
     model = NerModel.load(args.model)
     summary = run_extraction(
@@ -303,7 +303,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_local_run(args: argparse.Namespace) -> int:
-    from clinical_ner.local.runner import LocalRunError, RunOptions, run
+    from clinical_ner_local.runner import LocalRunError, RunOptions, run
 
     opts = RunOptions(
         output=Path(args.output),

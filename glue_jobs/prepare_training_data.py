@@ -1,6 +1,6 @@
 """Glue 5.0 job: raw/annotations -> curated/training/<dataset_version>/ (JSONL splits + manifest).
 
-Thin by design: arguments -> `clinical_ner.data_prep.build_training_dataset` (which drives the
+Thin by design: arguments -> `clinical_ner.data.data_prep.build_training_dataset` (which drives the
 core annotation readers) -> Spark/Hadoop I/O. Annotation sets are small (megabytes), so Spark
 reads every object under ``raw/annotations/`` and the driver builds the dataset; the whole set
 is one dataset because duplicates are dropped across files.
@@ -22,8 +22,8 @@ import sys
 import uuid
 from typing import Any
 
-from clinical_ner import data_prep as dp
-from clinical_ner.stage_config import LAKE
+from clinical_ner.data import data_prep as dp
+from clinical_ner.pipeline.stage_config import LAKE
 
 LATEST_KEY = f"{LAKE.curated_training}_latest.json"
 
@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(spark: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from clinical_ner.readers import parse_label_map
+    from clinical_ner.model.readers import parse_label_map
 
     lake = dp.SparkLake(spark, args.lake_root)
     started = dt.datetime.now(dt.UTC)

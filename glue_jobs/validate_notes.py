@@ -1,6 +1,6 @@
 """Glue 5.0 job: raw/notes -> curated/notes/dt=.../ + quarantine/dt=.../ + a run summary.
 
-Thin by design: arguments -> `clinical_ner.data_prep` (which drives `clinical_ner.notes`) ->
+Thin by design: arguments -> `data.data_prep` (which drives `data.notes`) ->
 Spark I/O. Runs unchanged on Glue (``--lake_root s3://bucket``) and on local Spark
 (``--lake_root /tmp/lake``):
 
@@ -13,7 +13,7 @@ over the same input therefore writes nothing; a run interrupted after writing da
 repaired on the next run without duplicate rows (see `data_prep.resolve_duplicates`).
 
 Curated notes keep their text as delivered, with ``note_sha256`` of that text: the model reads a
-normalised view later and maps its offsets back (`clinical_ner.notes.model_view`). No
+normalised view later and maps its offsets back (`clinical_ner.data.notes.model_view`). No
 corpus-specific repair runs here.
 """
 
@@ -26,9 +26,9 @@ import sys
 import uuid
 from typing import Any
 
-from clinical_ner import data_prep as dp
-from clinical_ner.notes import DEFAULT_MAX_CHARS
-from clinical_ner.stage_config import LAKE
+from clinical_ner.data import data_prep as dp
+from clinical_ner.data.notes import DEFAULT_MAX_CHARS
+from clinical_ner.pipeline.stage_config import LAKE
 
 LEDGER_KEY = f"{LAKE.job_state}{dp.VALIDATE_JOB}/ledger/"
 ROWS_PER_OUTPUT_FILE = 20_000

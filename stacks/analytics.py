@@ -1,6 +1,6 @@
 """Analytics stack: the entities/notes tables, the Athena workgroup and the named queries.
 
-- Tables ``entities`` and ``notes`` (schemas from `clinical_ner.schemas`, one source of truth)
+- Tables ``entities`` and ``notes`` (schemas from `clinical_ner.data.schemas`, one source of truth)
   are added to the stage's Glue database, beside ``curated_notes`` and ``quarantine`` that the
   data-prep stack defines; all four use partition projection on ``dt`` (type date,
   ``yyyy-MM-dd``, from 2024-01-01 to NOW), so new partitions are queryable the moment the
@@ -8,7 +8,7 @@
 - The workgroup enforces its configuration (clients cannot override it): results in the
   Athena results bucket, encrypted SSE-KMS with the lake key, a per-query bytes-scanned cutoff,
   CloudWatch metrics on, engine version 3 (Trino).
-- One ``AWS::Athena::NamedQuery`` per `clinical_ner.analytics.QUERIES` entry, in the workgroup
+- One ``AWS::Athena::NamedQuery`` per `clinical_ner.data.analytics.QUERIES` entry, in the workgroup
   and the database: the same SQL text the DuckDB tests run.
 """
 
@@ -22,9 +22,9 @@ from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
 from constructs import Construct
 
-from clinical_ner.analytics import QUERIES
-from clinical_ner.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.data.analytics import QUERIES
+from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
+from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.glue_tables import partitioned_parquet_table

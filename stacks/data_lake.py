@@ -2,7 +2,7 @@
 
 Layout decision (docs/infrastructure.md): one lake bucket holds every prefix of
 ARCHITECTURE.md (``raw/``, ``curated/``, ``quarantine/``, ``models/``, ``inference/``,
-``monitoring/``) so the key layout in `clinical_ner.stage_config.LAKE` is the single contract
+``monitoring/``) so the key layout in `pipeline.stage_config.LAKE` is the single contract
 every runtime uses; IAM is scoped per prefix and lifecycle rules per prefix. Athena query
 results and S3 server access logs live in their own buckets because their retention, and for
 logs the encryption (S3 log delivery cannot use SSE-KMS), differ from the lake's.
@@ -18,8 +18,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from clinical_ner.capture import capture_prefix
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.pipeline.stage_config import StageConfig
+from clinical_ner.runtime.capture import capture_prefix
 from stacks.checks import acknowledge
 from stacks.retention import removal_policy
 

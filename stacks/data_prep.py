@@ -1,6 +1,6 @@
 """Data-prep stack: the two Glue 5.0 jobs, their roles, security configuration and catalog.
 
-Jobs (scripts in ``glue_jobs/``, logic in `clinical_ner.data_prep`):
+Jobs (scripts in ``glue_jobs/``, logic in `clinical_ner.data.data_prep`):
 
 - ``<prefix>-validate-notes``: raw/notes -> curated/notes/dt=... + quarantine/dt=... + summary.
 - ``<prefix>-prepare-training-data``: raw/annotations -> curated/training/<dataset_version>/.
@@ -25,9 +25,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from clinical_ner import data_prep as dp
-from clinical_ner.schemas import QUARANTINE_SCHEMA
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.data import data_prep as dp
+from clinical_ner.data.schemas import QUARANTINE_SCHEMA
+from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.glue_tables import partitioned_parquet_table

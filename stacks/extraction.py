@@ -10,7 +10,7 @@
   with network isolation in the stage VPC) over the run's notes as JSON Lines. The real-time
   endpoint (serving stack) is for on-demand callers that need one note answered in seconds;
   volume goes through Batch Transform, which costs nothing when idle and scales per job.
-- Four Lambdas (code in ``lambdas/``, logic in `clinical_ner.extraction_steps`) run in the
+- Four Lambdas (code in ``lambdas/``, logic in `clinical_ner.runtime.extraction_steps`) run in the
   stage VPC. ``publish`` and ``drift_monitor`` (and ``stage``, which reads the curated Parquet)
   need pyarrow and numpy, which do not fit a hand-made zip built without Docker: they use the
   AWS-managed "AWS SDK for pandas" Lambda layer (Python 3.12, arm64), whose regional ARN is the
@@ -32,10 +32,10 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from clinical_ner.data_prep import VALIDATE_JOB
-from clinical_ner.monitoring import NAMESPACE
-from clinical_ner.publish import TRANSFORM_PREFIX
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.data.data_prep import VALIDATE_JOB
+from clinical_ner.data.publish import TRANSFORM_PREFIX
+from clinical_ner.pipeline.monitoring import NAMESPACE
+from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
@@ -400,7 +400,7 @@ class ExtractionStack(Stack):
             dead_letter_queue=self.monitor_dead_letters,
         )
         # Endpoint traffic: once a day, the drift of the previous day's captured invocations
-        # (window = the 24 whole hours before the event time; clinical_ner.capture).
+        # (window = the 24 whole hours before the event time; clinical_ner.runtime.capture).
         self.capture_rule = events.Rule(
             self,
             "CaptureMonitorSchedule",

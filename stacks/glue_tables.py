@@ -2,7 +2,7 @@
 
 One definition for every table (curated notes and quarantine in the data-prep stack, entities
 and notes in the analytics stack): columns come from the Arrow schema in
-`clinical_ner.schemas` (the single record contract), and ``dt`` is projected as a date from
+`clinical_ner.data.schemas` (the single record contract), and ``dt`` is projected as a date from
 `PARTITION_RANGE_START` to NOW, so a partition is queryable as soon as its files land.
 """
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 from aws_cdk import aws_glue as glue
 from constructs import Construct
 
-from clinical_ner.schemas import PARTITION_COLUMN
+from clinical_ner.data.schemas import PARTITION_COLUMN
 
 PARTITION_RANGE_START = "2024-01-01"
 COMMENT_MAX = 255  # Glue's column comment limit

@@ -1,12 +1,12 @@
 """Monitoring stack: drift alarms -> retraining or e-mail, the retraining trigger, the dashboard.
 
 - ``DriftLevel`` (0 none / 1 moderate / 2 severe, published per signal class by the drift
-  monitor, `clinical_ner.monitoring`) has two alarms per class: *moderate* (level exactly 1,
+  monitor, `pipeline.monitoring`) has two alarms per class: *moderate* (level exactly 1,
   metric math) invokes the retraining Lambda directly (CloudWatch Lambda alarm action);
   *severe* (level 2) publishes to the KMS-encrypted alerts topic, whose e-mail subscription
   is the stage's ``alarm_email``. Severe drift does not retrain: it sends people back to
   experimentation. Alarm names and descriptions are static text: no note text, no note ids.
-- The retraining Lambda (`clinical_ner.retraining`) starts the training state machine,
+- The retraining Lambda (`clinical_ner.pipeline.retraining`) starts the training state machine,
   debounced (nothing while an execution RUNs, nothing within the stage's cool-down; reserved
   concurrency 1). It is also the target of an EventBridge rule on S3 "Object Created" under
   ``raw/annotations/`` and can be invoked by hand (``{"trigger": "manual"}``).
@@ -36,8 +36,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from clinical_ner import monitoring as mon
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.pipeline import monitoring as mon
+from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.iam_roles import service_role

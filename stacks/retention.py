@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.pipeline.stage_config import StageConfig
 
 
 def removal_policy(config: StageConfig) -> RemovalPolicy:

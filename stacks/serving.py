@@ -2,7 +2,7 @@
 CloudWatch alarms that roll a deployment back.
 
 The endpoint itself is created and updated by the training pipeline's ``deploy_model`` Lambda
-(`clinical_ner.deployment`), because its model comes from the registry at run time: an
+(`clinical_ner.pipeline.deployment`), because its model comes from the registry at run time: an
 Approved package, not a CloudFormation property. This stack owns everything that deployment
 needs and that does not change per model:
 
@@ -31,9 +31,9 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from clinical_ner.capture import endpoint_capture_prefix
-from clinical_ner.deployment import SCALABLE_DIMENSION, VARIANT
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.pipeline.deployment import SCALABLE_DIMENSION, VARIANT
+from clinical_ner.pipeline.stage_config import StageConfig
+from clinical_ner.runtime.capture import endpoint_capture_prefix
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.iam_roles import service_role
@@ -89,7 +89,7 @@ class ServingStack(Stack):
         self.names = names = serving_names(config)
         lake = config.lake
         partition, region, account = self.partition, self.region, self.account
-        # Where SageMaker data capture writes this endpoint's files (clinical_ner.capture).
+        # Where SageMaker data capture writes this endpoint's files (clinical_ner.runtime.capture).
         self.capture_prefix = endpoint_capture_prefix(lake.monitoring, names.endpoint)
 
         # ----------------------------------------------------------- model role

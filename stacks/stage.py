@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_cdk import App, Environment, Tags
 
-from clinical_ner.stage_config import CONTEXT_OVERRIDES, StageConfig, load_stage_config
+from clinical_ner.pipeline.stage_config import CONTEXT_OVERRIDES, StageConfig, load_stage_config
 from stacks.analytics import AnalyticsStack
 from stacks.checks import add_compliance_checks
 from stacks.data_lake import DataLakeStack

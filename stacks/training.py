@@ -41,8 +41,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from clinical_ner.capture import capture_s3_uri
-from clinical_ner.stage_config import ApprovalMode, StageConfig
+from clinical_ner.pipeline.stage_config import ApprovalMode, StageConfig
+from clinical_ner.runtime.capture import capture_s3_uri
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
@@ -412,7 +412,7 @@ class TrainingStack(Stack):
                 "SECURITY_GROUP_IDS": self.security_group.security_group_id,
                 "KMS_KEY_ARN": lake_key.key_arn,
                 "BAKE_SECONDS": str(int(BAKE_TIME.to_seconds())),
-                # SageMaker data capture (provisioned variants): clinical_ner.capture
+                # SageMaker data capture (provisioned variants): clinical_ner.runtime.capture
                 "CAPTURE_S3_URI": capture_s3_uri(bucket.bucket_name, lake.monitoring),
                 "CAPTURE_SAMPLING_PERCENTAGE": str(config.serverless.capture_sampling_percentage),
             },

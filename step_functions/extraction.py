@@ -33,8 +33,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from clinical_ner.aws_runtime import TRANSIENT_ERROR
-from clinical_ner.serve import JSONLINES
+from clinical_ner.pipeline.aws_runtime import TRANSIENT_ERROR
+from clinical_ner.runtime.serve import JSONLINES
 
 RETRYABLE_LAMBDA = [
     TRANSIENT_ERROR,

@@ -50,10 +50,10 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from clinical_ner.aws_runtime import ENDPOINT_BUSY_ERROR, TRANSIENT_ERROR
-from clinical_ner.recipes import get_recipe
-from clinical_ner.registry import LATEST, TRIGGERS
-from clinical_ner.stage_config import ApprovalMode
+from clinical_ner.model.recipes import get_recipe
+from clinical_ner.pipeline.aws_runtime import ENDPOINT_BUSY_ERROR, TRANSIENT_ERROR
+from clinical_ner.pipeline.registry import LATEST, TRIGGERS
+from clinical_ner.pipeline.stage_config import ApprovalMode
 
 APPROVAL_TRIGGER = "approval"
 RETRYABLE_AWS_ERRORS = [

@@ -25,7 +25,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``mlflow server`` on 127.0.0.1 (the managed tracking server's local stand-in)."""
-    from clinical_ner.local.mlflow_server import LocalMlflowServer, mlflow_installed
+    from clinical_ner_local.mlflow_server import LocalMlflowServer, mlflow_installed
 
     if not mlflow_installed():
         pytest.skip("mlflow (with its server) is not installed: pip install -e .[dev]")

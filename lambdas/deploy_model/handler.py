@@ -2,15 +2,15 @@
 
 Event: ``{"action": "deploy", "model_package_arn"}``, ``{"action": "status", "deployment"}``
 or ``{"action": "verify", "deployment"}`` (``deployment`` = the deploy action's result).
-Environment: see `clinical_ner.deployment.DeploySettings.from_env`.
+Environment: see `clinical_ner.pipeline.deployment.DeploySettings.from_env`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from clinical_ner import deployment
-from clinical_ner.aws_runtime import PipelineStepError, client, require, run_step
+from clinical_ner.pipeline import deployment
+from clinical_ner.pipeline.aws_runtime import PipelineStepError, client, require, run_step
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

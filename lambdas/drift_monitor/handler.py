@@ -1,6 +1,6 @@
 """Drift monitor (thin): profile a window, compare, put metrics, write the report.
 
-Two windows, one decision logic (`clinical_ner.monitoring`):
+Two windows, one decision logic (`clinical_ner.pipeline.monitoring`):
 
 - Batch (from the extraction state machine): ``run_id``, ``dt``, ``model_version``,
   ``entity_keys`` (the publish step's entity files) and optionally ``model_data_url`` (the
@@ -8,9 +8,9 @@ Two windows, one decision logic (`clinical_ner.monitoring`):
 - Endpoint traffic (from the capture schedule): ``{"source": "endpoint_capture"}`` with
   optionally ``window_end`` (ISO time; the scheduled event's time) and ``window_hours``
   (default 24): the endpoint's SageMaker data capture files of that window
-  (`clinical_ner.capture.monitor_capture`).
+  (`clinical_ner.runtime.capture.monitor_capture`).
 
-Environment: LAKE_BUCKET, STAGE_CONFIG (JSON of `clinical_ner.stage_config.StageConfig`, for
+Environment: LAKE_BUCKET, STAGE_CONFIG (JSON of `pipeline.stage_config.StageConfig`, for
 the drift thresholds) and, for the endpoint path, ENDPOINT_NAME. Returns the decision and
 counts; never note text.
 """
@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_ner import extraction_steps as steps
-from clinical_ner.aws_runtime import PipelineStepError, client, require, run_step
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.pipeline.aws_runtime import PipelineStepError, client, require, run_step
+from clinical_ner.pipeline.stage_config import StageConfig
+from clinical_ner.runtime import extraction_steps as steps
 
 CAPTURE_SOURCE = "endpoint_capture"
 
@@ -51,7 +51,7 @@ def handler(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
 
 
 def _capture(event: dict[str, Any], config: StageConfig) -> dict[str, Any]:
-    from clinical_ner import capture
+    from clinical_ner.runtime import capture
 
     endpoint = os.environ.get("ENDPOINT_NAME") or ""
     if not endpoint:

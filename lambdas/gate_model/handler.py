@@ -1,7 +1,7 @@
-"""Gate a registered candidate against the current Approved package (policy: clinical_ner.gating).
+"""Gate a registered candidate against the current Approved package (policy: pipeline.gating).
 
 Event: ``{"model_package_arn"}``. Environment: ``MODEL_PACKAGE_GROUP`` and ``STAGE_CONFIG``
-(`clinical_ner.stage_config.StageConfig.to_json`: the stage's gate thresholds).
+(`clinical_ner.pipeline.stage_config.StageConfig.to_json`: the stage's gate thresholds).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_ner import registry
-from clinical_ner.aws_runtime import client, require, run_step
-from clinical_ner.stage_config import StageConfig
+from clinical_ner.pipeline import registry
+from clinical_ner.pipeline.aws_runtime import client, require, run_step
+from clinical_ner.pipeline.stage_config import StageConfig
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

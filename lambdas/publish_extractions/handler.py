@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_ner import extraction_steps as steps
-from clinical_ner.aws_runtime import client, require, run_step
+from clinical_ner.pipeline.aws_runtime import client, require, run_step
+from clinical_ner.runtime import extraction_steps as steps
 
 
 def stage(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_ner import registry
-from clinical_ner.aws_runtime import client, require, run_step
+from clinical_ner.pipeline import registry
+from clinical_ner.pipeline.aws_runtime import client, require, run_step
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Returns the version, its manifest URI, the train/dev/test channel URIs and, once a model is in
 production, ``production`` = its package ARN and ``model.tar.gz`` (the training job scores it
-on the same data as the candidate): `clinical_ner.registry.resolve_training_inputs`.
+on the same data as the candidate): `clinical_ner.pipeline.registry.resolve_training_inputs`.
 Environment: ``LAKE_BUCKET``, ``MODEL_PACKAGE_GROUP``.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_ner import registry
-from clinical_ner.aws_runtime import client, run_step
+from clinical_ner.pipeline import registry
+from clinical_ner.pipeline.aws_runtime import client, run_step
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Retraining trigger (thin): alarm / annotation drop / manual call -> debounced training run.
 
-Environment: TRAINING_STATE_MACHINE_ARN, COOLDOWN_HOURS. See `clinical_ner.retraining`.
+Environment: TRAINING_STATE_MACHINE_ARN, COOLDOWN_HOURS. See `clinical_ner.pipeline.retraining`.
 Only the standard library and boto3 are needed (no layer).
 """
 
@@ -10,8 +10,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from clinical_ner import retraining
-from clinical_ner.aws_runtime import client, run_step
+from clinical_ner.pipeline import retraining
+from clinical_ner.pipeline.aws_runtime import client, run_step
 
 
 def handler(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from clinical_ner.stage_config import load_stage_config
+from clinical_ner.pipeline.stage_config import load_stage_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "lake-identical"

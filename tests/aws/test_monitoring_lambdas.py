@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clinical_ner import data_prep, monitoring, retraining
-from clinical_ner.notes import Note, content_sha256
-from clinical_ner.stage_config import LAKE, load_stage_config
+from clinical_ner.data import data_prep
+from clinical_ner.data.notes import Note, content_sha256
+from clinical_ner.pipeline import monitoring, retraining
+from clinical_ner.pipeline.stage_config import LAKE, load_stage_config
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "lake"
@@ -254,7 +255,7 @@ def test_stage_publish_monitor_round_trip(aws, monkeypatch):
 
     # The label set is the transform model's own (its metrics.json), not a constant.
     wrong_model = _put_model(s3, "m-6", MODEL_LABELS)
-    from clinical_ner.aws_runtime import PipelineStepError
+    from clinical_ner.pipeline.aws_runtime import PipelineStepError
 
     with pytest.raises(PipelineStepError, match="version"):
         steps.handler({"run_id": RUN_ID, "dt": DT, "model_data_url": wrong_model})
@@ -311,7 +312,7 @@ def test_publish_fails_without_transform_output(aws, monkeypatch):
     monkeypatch.setenv("LAKE_BUCKET", BUCKET)
     monkeypatch.setenv("STAGE", "dev")
     _put_curated(s3, _notes(3))
-    from clinical_ner.aws_runtime import PipelineStepError
+    from clinical_ner.pipeline.aws_runtime import PipelineStepError
 
     with pytest.raises(PipelineStepError, match="model_data_url"):
         load_handler("publish_extractions").handler({"run_id": RUN_ID, "dt": DT})
@@ -351,7 +352,7 @@ def test_resolve_model_wraps_the_newest_approved_package_once(aws, monkeypatch):
     sm.meta.events.register(
         "provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.append(params)
     )
-    from clinical_ner.extraction_steps import resolve_transform_model
+    from clinical_ner.runtime.extraction_steps import resolve_transform_model
 
     first = resolve_transform_model(
         sm,
@@ -377,7 +378,7 @@ def test_resolve_model_without_an_approved_package_fails_clearly(aws, monkeypatc
     monkeypatch.setenv("MODEL_PACKAGE_GROUP", "g")
     monkeypatch.setenv("TRANSFORM_ROLE_ARN", "arn:aws:iam::123456789012:role/transform")
     monkeypatch.setenv("MODEL_PREFIX", "p")
-    from clinical_ner.aws_runtime import PipelineStepError
+    from clinical_ner.pipeline.aws_runtime import PipelineStepError
 
     with pytest.raises(PipelineStepError, match="no Approved model"):
         load_handler("publish_extractions").resolve_model({})

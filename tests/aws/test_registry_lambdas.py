@@ -20,9 +20,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from clinical_ner import deployment
-from clinical_ner.aws_runtime import PipelineStepError, TransientAwsError, run_step
-from clinical_ner.stage_config import load_stage_config
+from clinical_ner.pipeline import deployment
+from clinical_ner.pipeline.aws_runtime import PipelineStepError, TransientAwsError, run_step
+from clinical_ner.pipeline.stage_config import load_stage_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "lake"
@@ -190,7 +190,7 @@ def test_register_logs_the_run_to_the_tracking_server_once_per_job(env, mlflow_s
     """The network-isolated job cannot reach MLflow: the register step logs its run."""
     from mlflow.tracking import MlflowClient
 
-    from clinical_ner.tracking import JOB_TAG, PACKAGE_TAG, SAGEMAKER_ENDPOINT_ENV
+    from clinical_ner.pipeline.tracking import JOB_TAG, PACKAGE_TAG, SAGEMAKER_ENDPOINT_ENV
 
     s3, sm, _ = env
     server_arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/clinical-ner-dev"
@@ -232,7 +232,7 @@ def test_register_logs_the_run_to_the_tracking_server_once_per_job(env, mlflow_s
 
 
 def test_register_succeeds_when_the_tracking_server_is_down(env, monkeypatch):
-    from clinical_ner.tracking import SAGEMAKER_ENDPOINT_ENV
+    from clinical_ner.pipeline.tracking import SAGEMAKER_ENDPOINT_ENV
 
     s3, sm, _ = env
     monkeypatch.setenv(

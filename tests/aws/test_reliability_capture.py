@@ -4,7 +4,7 @@
   ``DataCaptureConfig`` (KMS key, ``s3://<lake>/monitoring/capture``, Input and Output, the
   stage's sampling percentage); serverless configs carry none (SageMaker cannot capture them);
   capture without a KMS key is refused before anything is created.
-- Parser (`clinical_ner.capture`) on SageMaker capture-format lines: JSON and BASE64 encodings,
+- Parser (`runtime.capture`) on SageMaker capture-format lines: JSON and BASE64 encodings,
   JSON and JSON Lines payloads, normalised notes; malformed lines, error responses and
   mismatched payloads are counted by reason, never fatal, and never echo text.
 - Monitor (embedded moto server): capture files of a window in S3 -> drift reports per model
@@ -23,10 +23,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from clinical_ner import capture, deployment, monitoring
-from clinical_ner.aws_runtime import PipelineStepError
-from clinical_ner.notes import content_sha256
-from clinical_ner.stage_config import LAKE, load_stage_config
+from clinical_ner.data.notes import content_sha256
+from clinical_ner.pipeline import deployment, monitoring
+from clinical_ner.pipeline.aws_runtime import PipelineStepError
+from clinical_ner.pipeline.stage_config import LAKE, load_stage_config
+from clinical_ner.runtime import capture
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "lake"

@@ -30,8 +30,8 @@ pytest.importorskip("moto.server", reason="moto[server] missing: pip install '.[
 pytest.importorskip("pyspark", reason="pyspark missing: pip install '.[dev]'")
 pytest.importorskip("duckdb", reason="duckdb missing")
 
-from clinical_ner.local.asl import StateMachine, TaskRegistry, UnsupportedAslError  # noqa: E402
-from clinical_ner.local.runner import RunOptions, run  # noqa: E402
+from clinical_ner_local.asl import StateMachine, TaskRegistry, UnsupportedAslError  # noqa: E402
+from clinical_ner_local.runner import RunOptions, run  # noqa: E402
 
 MAX_STEPS = 150  # a short training job: scores are low, the loop is what is tested
 
@@ -145,7 +145,7 @@ def test_entity_rows_have_valid_offsets(local_run):
 
 
 def test_every_named_query_returns_rows(local_run):
-    from clinical_ner.analytics import QUERIES
+    from clinical_ner.data.analytics import QUERIES
 
     assert set(local_run.queries) == {q.name for q in QUERIES}
     for name, q in local_run.queries.items():

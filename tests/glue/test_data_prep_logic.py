@@ -1,4 +1,4 @@
-"""clinical_ner.data_prep without Spark: the rules the Glue jobs apply."""
+"""clinical_ner.data.data_prep without Spark: the rules the Glue jobs apply."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from clinical_ner import data_prep as dp
-from clinical_ner.notes import QuarantineReason
+from clinical_ner.data import data_prep as dp
+from clinical_ner.data.notes import QuarantineReason
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner import data_prep as dp
-from clinical_ner.stage_config import LAKE
+from clinical_ner.data import data_prep as dp
+from clinical_ner.pipeline.stage_config import LAKE
 
 A = LAKE.raw_annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from clinical_ner.stage_config import LAKE
+from clinical_ner.pipeline.stage_config import LAKE
 
 DT = "2024-03-01"
 SECRET = "Zelda Quokkaberg MRN-99417 secret-phi"

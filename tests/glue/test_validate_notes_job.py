@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from clinical_ner.stage_config import LAKE
+from clinical_ner.pipeline.stage_config import LAKE
 
 DT = "2024-03-01"
 MAX_CHARS = 200

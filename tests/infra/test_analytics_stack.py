@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from clinical_ner.analytics import QUERIES
-from clinical_ner.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
+from clinical_ner.data.analytics import QUERIES
+from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
 
 
 def _tables(synth):

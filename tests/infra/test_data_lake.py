@@ -163,7 +163,7 @@ def test_zero_retention_periods_drop_rules_instead_of_emitting_empty_ones():
     from aws_cdk import App
     from aws_cdk.assertions import Template
 
-    from clinical_ner.stage_config import load_stage_config
+    from clinical_ner.pipeline.stage_config import load_stage_config
     from stacks.data_lake import DataLakeStack
     from stacks.stage import cdk_json_context
 

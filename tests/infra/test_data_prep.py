@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner import data_prep as dp
-from clinical_ner.schemas import QUARANTINE_SCHEMA
+from clinical_ner.data import data_prep as dp
+from clinical_ner.data.schemas import QUARANTINE_SCHEMA
 from stacks.packaging import build_core_zip, package_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,10 +85,10 @@ def test_scripts_and_core_package_are_the_repository_files(synth):
             names = set(zf.namelist())
         assert {
             "clinical_ner/__init__.py",
-            "clinical_ner/data_prep.py",
-            "clinical_ner/notes.py",
-            "clinical_ner/stage_config.py",
-            "clinical_ner/schemas.py",
+            "clinical_ner/data/data_prep.py",
+            "clinical_ner/data/notes.py",
+            "clinical_ner/pipeline/stage_config.py",
+            "clinical_ner/data/schemas.py",
         } <= names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 

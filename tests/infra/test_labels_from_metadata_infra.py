@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from clinical_ner.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
+from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
 from step_functions.training import TRAINING_METRICS
 
 LABEL_WORDS = re.compile(r"DISEASE|TREATMENT|SYMPTOM", re.IGNORECASE)

@@ -1,7 +1,7 @@
 """The local ASL interpreter runs the training state machine exactly as CDK synthesized it.
 
 The definition is read from the synthesized template (tokens resolved by
-`clinical_ner.local.cfn`), every Task is dispatched by its Resource ARN to a fake handler that
+`clinical_ner_local.cfn`), every Task is dispatched by its Resource ARN to a fake handler that
 records the call and answers in the service's result shape, and the routes are asserted:
 gate pass (auto approval in dev; pending approval then the approval event in prod), gate fail,
 and a failed training job (Catch -> SNS notification -> Fail).
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from clinical_ner.local.asl import FakeClock, StateMachine, StatesError, TaskRegistry
-from clinical_ner.local.cfn import CloudAssembly
-from clinical_ner.stage_config import ApprovalMode
+from clinical_ner.pipeline.stage_config import ApprovalMode
+from clinical_ner_local.asl import FakeClock, StateMachine, StatesError, TaskRegistry
+from clinical_ner_local.cfn import CloudAssembly
 
 GLUE = "arn:aws:states:::glue:startJobRun.sync"
 TRAIN = "arn:aws:states:::sagemaker:createTrainingJob.sync"

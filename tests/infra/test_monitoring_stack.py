@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clinical_ner import monitoring as mon
+from clinical_ner.pipeline import monitoring as mon
 
 
 def _alarms(synth):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clinical_ner.capture import capture_s3_uri
+from clinical_ner.runtime.capture import capture_s3_uri
 from stacks.serving import serving_names
 
 ENI_WRITES = {

@@ -72,5 +72,5 @@ def test_image_asset_is_staged_not_built(synth):
     staged = synth.outdir / src["directory"]
     files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
     assert "pyproject.toml" in files and "sagemaker_src/Dockerfile" in files
-    assert "clinical_ner/serve.py" in files
+    assert "clinical_ner/runtime/serve.py" in files
     assert not [f for f in files if f.startswith(("node_modules/", ".git/", "tests/"))]

@@ -1,4 +1,4 @@
-"""clinical_ner.stage_config: the typed per-stage settings every runtime imports."""
+"""clinical_ner.pipeline.stage_config: the typed per-stage settings every runtime imports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from clinical_ner.stage_config import (
+from clinical_ner.pipeline.stage_config import (
     LAKE,
     ApprovalMode,
     Stage,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from clinical_ner.stage_config import ApprovalMode
+from clinical_ner.pipeline.stage_config import ApprovalMode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
@@ -343,19 +343,21 @@ def test_layer_zip_has_the_core_package_under_python(tmp_path):
     with zipfile.ZipFile(z) as zf:
         names = set(zf.namelist())
     assert {
-        "python/clinical_ner/gating.py",
-        "python/clinical_ner/registry.py",
-        "python/clinical_ner/deployment.py",
-        "python/clinical_ner/stage_config.py",
+        "python/clinical_ner/pipeline/gating.py",
+        "python/clinical_ner/pipeline/registry.py",
+        "python/clinical_ner/pipeline/deployment.py",
+        "python/clinical_ner/pipeline/stage_config.py",
     } <= names
+    # local mode (the ASL interpreter, the emulator, the CloudFormation reader) never ships
+    assert not [n for n in names if "clinical_ner_local" in n or n.endswith("/asl.py")]
     assert build_layer_zip(out_dir=tmp_path / "again").read_bytes() == z.read_bytes()
 
 
 def test_lambda_core_modules_import_without_spacy_or_numpy():
     code = (
-        "import sys; import clinical_ner.gating, clinical_ner.registry, clinical_ner.deployment;"
-        "import clinical_ner.tracking;"
-        "import clinical_ner.aws_runtime; bad = {'spacy','numpy','pyarrow','pandas'} & "
+        "import sys; import clinical_ner.pipeline.gating, clinical_ner.pipeline.registry;"
+        "import clinical_ner.pipeline.deployment, clinical_ner.pipeline.tracking;"
+        "import clinical_ner.pipeline.aws_runtime; bad = {'spacy','numpy','pyarrow','pandas'} & "
         "set(sys.modules); assert not bad, bad"
     )
     subprocess.run([__import__("sys").executable, "-c", code], check=True, cwd=REPO_ROOT)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clinical_ner.local.asl import (
+from clinical_ner_local.asl import (
     FakeClock,
     InvalidDefinitionError,
     MissingTaskHandlerError,

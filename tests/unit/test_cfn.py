@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinical_ner.local.cfn import (
+from clinical_ner_local.cfn import (
     CloudAssembly,
     TemplateResolver,
     UnresolvedTokenError,
@@ -61,7 +61,7 @@ def test_definition_tokens_resolve_to_local_physical_values():
 
 
 def test_tracking_server_arn_is_what_the_register_lambda_gets():
-    from clinical_ner.tracking import is_tracking_server_arn
+    from clinical_ner.pipeline.tracking import is_tracking_server_arn
 
     template = {"Resources": {"MlflowTrackingServer": {
         "Type": "AWS::SageMaker::MlflowTrackingServer",

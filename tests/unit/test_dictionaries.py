@@ -12,7 +12,7 @@ import spacy
 from spacy.util import load_config, registry
 from thinc.api import Model
 
-from clinical_ner.dictionaries import (
+from clinical_ner.model.dictionaries import (
     DictionaryTagger,
     Vocabulary,
     VocabularySpec,
@@ -22,8 +22,8 @@ from clinical_ner.dictionaries import (
     lookup_entities,
     normalize_term,
 )
-from clinical_ner.tokenization import punctuation_splitting_tokenizer, tokenize_offsets
-from clinical_ner.training import default_config_path, strip_training_strings
+from clinical_ner.model.tokenization import punctuation_splitting_tokenizer, tokenize_offsets
+from clinical_ner.model.training import default_config_path, strip_training_strings
 
 TINY_TERMS = {
     "disease": ["chest pain syndrome", "hypertension", "type 2 diabetes mellitus", "GERD"],
@@ -235,9 +235,9 @@ def test_uninitialized_features_fail_loudly():
 
 
 def test_tiny_training_run_with_dictionary_features(tmp_path: Path):
-    from clinical_ner.inference import NerModel
-    from clinical_ner.readers import read_annotations
-    from clinical_ner.training import TrainingInputs, split_by_hash, train_model
+    from clinical_ner.model.inference import NerModel
+    from clinical_ner.model.readers import read_annotations
+    from clinical_ner.model.training import TrainingInputs, split_by_hash, train_model
 
     samples = Path(__file__).resolve().parents[2] / "clinical_ner" / "samples"
     docs, _ = read_annotations([samples / "synthetic_annotations.jsonl"])
@@ -274,7 +274,7 @@ def test_pinned_vocabularies_build_from_the_packages():
 
 
 def test_pretraining_runs_the_features_and_saves_the_vocabularies(tmp_path: Path):
-    from clinical_ner.training import pretrain_tok2vec
+    from clinical_ner.model.training import pretrain_tok2vec
 
     texts = [TEXT, "Chest pain with shortness of breath, treated with lidocaine today."] * 3
     weights = pretrain_tok2vec(

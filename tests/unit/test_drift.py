@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from clinical_ner.drift import (
+from clinical_ner.model.drift import (
     CONFIDENCE_EDGES,
     DENSITY_FLOOR,
     ProfileError,
@@ -20,7 +20,7 @@ from clinical_ner.drift import (
     save_profile,
     word_tokens,
 )
-from clinical_ner.inference import PredictedEntity
+from clinical_ner.model.inference import PredictedEntity
 
 
 def ent(label: str = "DISEASE", confidence: float = 0.95, negated: bool = False) -> dict:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clinical_ner import drift
+from clinical_ner.model import drift
 
 NOTES = [
     f"Patient Quillfeather visit {i}: hypertension treated with lisinopril, the patient improved."

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("moto.server", reason="moto[server] missing: pip install 'moto[server]'")
 
-from clinical_ner.local.emulator import LocalAws, create_data_lake
-from clinical_ner.stage_config import LAKE
+from clinical_ner.pipeline.stage_config import LAKE
+from clinical_ner_local.emulator import LocalAws, create_data_lake
 
 
 @pytest.fixture(scope="module")

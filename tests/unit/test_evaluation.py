@@ -1,4 +1,4 @@
-"""Unit tests for clinical_ner.evaluation: strict entity scores and calibration error.
+"""Unit tests for clinical_ner.model.evaluation: strict entity scores and calibration error.
 
 Every expected number is worked out by hand in the test (exact fractions via pytest.approx).
 """
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from clinical_ner.evaluation import (
+from clinical_ner.model.evaluation import (
     EntityScores,
     LabelCounts,
     expected_calibration_error,

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from clinical_ner import data_prep as dp
+from clinical_ner.data import data_prep as dp
 
 SAMPLES = Path(__file__).resolve().parents[2] / "clinical_ner" / "samples"
 SPEC = dp.SplitSpec()

@@ -1,4 +1,4 @@
-"""Unit tests for clinical_ner.extraction: accounting, offsets, Parquet contracts, idempotency."""
+"""Unit tests for data.extraction: accounting, offsets, Parquet contracts, idempotency."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from clinical_ner.extraction import (
+from clinical_ner.data.extraction import (
     SUMMARY_FILE,
     EntityOffsetError,
     ModelContractError,
     run_extraction,
 )
-from clinical_ner.inference import PredictedEntity
-from clinical_ner.notes import read_notes
-from clinical_ner.schemas import (
+from clinical_ner.data.notes import read_notes
+from clinical_ner.data.schemas import (
     PARTITION_COLUMN,
     TABLES,
     describe,
     file_schema,
     make_entity_id,
 )
+from clinical_ner.model.inference import PredictedEntity
 
 NOW = datetime(2024, 3, 5, 14, 30, tzinfo=UTC)
 SECRET = "Zelda Quokkaberg MRN-99417 secret-phi"
@@ -41,7 +41,7 @@ _WORDS = re.compile(r"\b(?:" + "|".join(LEXICON) + r")\b", re.IGNORECASE)
 class DictionaryTestDouble:
     """TEST DOUBLE, not a model: finds fixed words by dictionary lookup, deterministically.
 
-    It has the `clinical_ner.inference.NerModel` interface so these tests exercise the
+    It has the `clinical_ner.model.inference.NerModel` interface so these tests exercise the
     extraction job's accounting and I/O, not NER quality.
     """
 

@@ -1,4 +1,4 @@
-"""Gate policy (clinical_ner.gating): table-driven over the cases the pipeline must get right."""
+"""Gate policy (pipeline.gating): table-driven over the cases the pipeline must get right."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from clinical_ner import gating
-from clinical_ner.stage_config import GateThresholds, load_stage_config
+from clinical_ner.pipeline import gating
+from clinical_ner.pipeline.stage_config import GateThresholds, load_stage_config
 
 T = GateThresholds(f1_floor=0.60, per_label_regression_tolerance=0.02, min_improvement=0.0)
 

@@ -22,13 +22,15 @@ import pytest
 from tiny_model import ANNOTATIONS, NOTES, STEPS
 from transform_output import transform_answer_lines
 
-from clinical_ner import analytics, drift, monitoring, publish
-from clinical_ner.extraction import ModelContractError, run_extraction
-from clinical_ner.inference import MODEL_CARD_FILE, NerModel
-from clinical_ner.notes import Note, content_sha256
-from clinical_ner.sagemaker_train import min_label_f1
-from clinical_ner.stage_config import load_stage_config
-from clinical_ner.training import METRICS_FILE
+from clinical_ner.data import analytics, publish
+from clinical_ner.data.extraction import ModelContractError, run_extraction
+from clinical_ner.data.notes import Note, content_sha256
+from clinical_ner.model import drift
+from clinical_ner.model.inference import MODEL_CARD_FILE, NerModel
+from clinical_ner.model.training import METRICS_FILE
+from clinical_ner.pipeline import monitoring
+from clinical_ner.pipeline.stage_config import load_stage_config
+from clinical_ner.runtime.sagemaker_train import min_label_f1
 
 duckdb = pytest.importorskip("duckdb", reason="duckdb missing: pip install duckdb")
 
@@ -62,8 +64,8 @@ def _relabeled(source: Path, target: Path, new_label: str, from_label: str) -> s
 
 @pytest.fixture(scope="module", params=sorted(SCHEMES))
 def labelled_model(request, tmp_path_factory) -> tuple[NerModel, Path, str, set[str]]:
-    from clinical_ner.readers import parse_label_map, read_annotations
-    from clinical_ner.training import TrainingInputs, split_by_hash, train_model
+    from clinical_ner.model.readers import parse_label_map, read_annotations
+    from clinical_ner.model.training import TrainingInputs, split_by_hash, train_model
 
     new_label, from_label = SCHEMES[request.param]
     root = tmp_path_factory.mktemp(f"labels-{request.param}")
@@ -238,17 +240,17 @@ def test_min_label_f1_follows_any_label_set():
 # Modules that consume model output or metrics. Training-data readers (label maps for input
 # formats) and dictionary features legitimately name labels and are not listed.
 CONSUMERS = (
-    "clinical_ner/publish.py",
-    "clinical_ner/analytics.py",
-    "clinical_ner/extraction.py",
-    "clinical_ner/extraction_steps.py",
-    "clinical_ner/drift.py",
-    "clinical_ner/monitoring.py",
-    "clinical_ner/gating.py",
-    "clinical_ner/registry.py",
-    "clinical_ner/scoring.py",
-    "clinical_ner/serve.py",
-    "clinical_ner/local/report.py",
+    "clinical_ner/data/publish.py",
+    "clinical_ner/data/analytics.py",
+    "clinical_ner/data/extraction.py",
+    "clinical_ner/runtime/extraction_steps.py",
+    "clinical_ner/model/drift.py",
+    "clinical_ner/pipeline/monitoring.py",
+    "clinical_ner/pipeline/gating.py",
+    "clinical_ner/pipeline/registry.py",
+    "clinical_ner/model/scoring.py",
+    "clinical_ner/runtime/serve.py",
+    "clinical_ner_local/report.py",
     "step_functions/extraction.py",
     "step_functions/training.py",
     "stacks/analytics.py",

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clinical_ner import drift, monitoring
-from clinical_ner.monitoring import Decision, decide, expected_psi_noise, psi_excess
-from clinical_ner.stage_config import DriftThresholds, load_stage_config
+from clinical_ner.model import drift
+from clinical_ner.pipeline import monitoring
+from clinical_ner.pipeline.monitoring import Decision, decide, expected_psi_noise, psi_excess
+from clinical_ner.pipeline.stage_config import DriftThresholds, load_stage_config
 
 T = DriftThresholds(moderate=0.10, severe=0.25, min_window_notes=4, reference_min_notes=4)
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

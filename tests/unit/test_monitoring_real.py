@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner import monitoring
-from clinical_ner.inference import NerModel
-from clinical_ner.stage_config import load_stage_config
+from clinical_ner.model.inference import NerModel
+from clinical_ner.pipeline import monitoring
+from clinical_ner.pipeline.stage_config import load_stage_config
 
 pytestmark = pytest.mark.shared_data
 

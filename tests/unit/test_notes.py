@@ -1,4 +1,4 @@
-"""Unit tests for clinical_ner.notes: parsing, quarantine accounting, normalisation, PHI safety."""
+"""Unit tests for data.notes: parsing, quarantine accounting, normalisation, PHI safety."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.notes import (
+from clinical_ner.data.notes import (
     DEFAULT_MAX_CHARS,
     MAX_NOTE_ID_CHARS,
     Note,

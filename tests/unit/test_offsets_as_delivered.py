@@ -20,11 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinical_ner import data_prep as dp
 from clinical_ner.cli import main
-from clinical_ner.extraction import run_extraction
-from clinical_ner.inference import PredictedEntity
-from clinical_ner.notes import (
+from clinical_ner.data import data_prep as dp
+from clinical_ner.data.extraction import run_extraction
+from clinical_ner.data.notes import (
     OffsetMap,
     checked_note_view,
     model_view,
@@ -32,6 +31,7 @@ from clinical_ner.notes import (
     normalise_with_offsets,
     read_notes,
 )
+from clinical_ner.model.inference import PredictedEntity
 
 # Texts the normaliser changes, each with words a test double finds in the normalised view.
 CHANGED_TEXTS = {
@@ -334,7 +334,7 @@ def test_glue_core_keeps_the_delivered_text_and_its_sha(tmp_path: Path) -> None:
 
 def test_batch_transform_answers_are_published_on_the_delivered_text(tmp_path: Path) -> None:
     """The server maps offsets back itself; publishing must keep them, not re-map them."""
-    from clinical_ner.publish import publish_transform_output
+    from clinical_ner.data.publish import publish_transform_output
 
     delivered = _write_inputs(tmp_path / "in")
     notes = read_notes(tmp_path / "in").collect().notes

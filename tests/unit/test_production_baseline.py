@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from sagemaker_job import SAMPLES, job_env, make_job_root, run_train
 
-from clinical_ner import gating
-from clinical_ner.inference import MODEL_CARD_FILE, NerModel
-from clinical_ner.readers import parse_label_map, read_annotations
-from clinical_ner.sagemaker_train import JobPaths, TrainJobError, production_baseline
-from clinical_ner.sagemaker_train import main as train_main
-from clinical_ner.scoring import evaluate_docs
-from clinical_ner.stage_config import GateThresholds
+from clinical_ner.model.inference import MODEL_CARD_FILE, NerModel
+from clinical_ner.model.readers import parse_label_map, read_annotations
+from clinical_ner.model.scoring import evaluate_docs
+from clinical_ner.pipeline import gating
+from clinical_ner.pipeline.stage_config import GateThresholds
+from clinical_ner.runtime.sagemaker_train import JobPaths, TrainJobError, production_baseline
+from clinical_ner.runtime.sagemaker_train import main as train_main
 
 SECRET = "Zelda Quokkaberg MRN-99417"
 CANDIDATE_STEPS = "4"
@@ -318,7 +318,7 @@ def test_unusable_production_channel_fails_the_job_before_training(
 
 
 def test_archive_size_limit(tmp_path, monkeypatch, production_archive):
-    monkeypatch.setattr("clinical_ner.sagemaker_train.PRODUCTION_ARCHIVE_MAX_BYTES", 1024)
+    monkeypatch.setattr("clinical_ner.runtime.sagemaker_train.PRODUCTION_ARCHIVE_MAX_BYTES", 1024)
     root = job_root(tmp_path)
     shutil.copy(production_archive, production_channel(root) / "model.tar.gz")
     with pytest.raises(TrainJobError, match="unpacks to more than 1024 bytes"):

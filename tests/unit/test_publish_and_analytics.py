@@ -12,10 +12,10 @@ import pytest
 from tiny_model import NOTES
 from transform_output import transform_answer_lines
 
-from clinical_ner import analytics, publish
-from clinical_ner.extraction import run_extraction
-from clinical_ner.inference import NerModel
-from clinical_ner.notes import Note, content_sha256
+from clinical_ner.data import analytics, publish
+from clinical_ner.data.extraction import run_extraction
+from clinical_ner.data.notes import Note, content_sha256
+from clinical_ner.model.inference import NerModel
 
 duckdb = pytest.importorskip("duckdb", reason="duckdb missing: pip install duckdb")
 

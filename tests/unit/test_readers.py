@@ -1,4 +1,4 @@
-"""Unit tests for clinical_ner.readers: formats, detection, label mapping, errors, dirt.
+"""Unit tests for clinical_ner.model.readers: formats, detection, label mapping, errors, dirt.
 
 Every fixture is a small synthetic file written into tmp_path. Error tests check that the
 message names the file and line and never quotes the distinctive SECRET token placed in the
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.corpus import AnnotatedDoc, Entity, Token
-from clinical_ner.readers import (
+from clinical_ner.model.corpus import AnnotatedDoc, Entity, Token
+from clinical_ner.model.readers import (
     DEFAULT_LABEL_MAP,
     AnnotationFormat,
     AnnotationFormatError,
@@ -22,7 +22,7 @@ from clinical_ner.readers import (
     parse_label_map,
     read_annotations,
 )
-from clinical_ner.tokenization import tokenize_offsets
+from clinical_ner.model.tokenization import tokenize_offsets
 
 SECRET = "Quokkaberg"  # a token that must never show up in an error message
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from clinical_ner.cli import main
-from clinical_ner.readers import AnnotationFormatError, read_annotations
-from clinical_ner.recipes import (
+from clinical_ner.model.readers import AnnotationFormatError, read_annotations
+from clinical_ner.model.recipes import (
     RecipeError,
     get_recipe,
     parse_recipe,
     read_recipe_data,
 )
-from clinical_ner.sagemaker_train import parse_hyperparameters
+from clinical_ner.runtime.sagemaker_train import parse_hyperparameters
 
 CLINICAL_NOTES = "clinical-notes-annotated/notes.jsonl"
 PUBLIC = "public/train.tsv"

@@ -21,17 +21,17 @@ import pandas as pd
 import pytest
 from test_extraction import DictionaryTestDouble
 
-from clinical_ner import data_prep as dp
 from clinical_ner.cli import EXIT_NOTHING_PROCESSED, main
-from clinical_ner.extraction import (
+from clinical_ner.data import data_prep as dp
+from clinical_ner.data.extraction import (
     SUMMARY_FILE,
     InputChangedError,
     OutputDirError,
     prepare_output_dir,
     run_extraction,
 )
-from clinical_ner.inference import MODEL_CARD_FILE, PredictedEntity
-from clinical_ner.readers import AnnotationFormatError, read_annotations
+from clinical_ner.model.inference import MODEL_CARD_FILE, PredictedEntity
+from clinical_ner.model.readers import AnnotationFormatError, read_annotations
 
 NOW = datetime(2024, 3, 5, 14, 30, tzinfo=UTC)
 SECRET = "Zelda Quokkaberg MRN-99417 secret-phi"
@@ -368,7 +368,7 @@ def test_bad_output_is_refused_before_the_model_loads(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from clinical_ner import inference
+    from clinical_ner.model import inference
 
     def must_not_load(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the output was checked")

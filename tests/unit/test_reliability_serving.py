@@ -18,8 +18,8 @@ import pytest
 from sagemaker_job import SERVE_SCRIPT, job_env, trained_job
 from serve_client import free_port, request
 
-from clinical_ner import traits
-from clinical_ner.traits import NegationScanner, is_negated
+from clinical_ner.model import traits
+from clinical_ner.model.traits import NegationScanner, is_negated
 
 SECRET = "Zelda Quokkaberg MRN-99417"
 
@@ -159,7 +159,7 @@ def _unseen_words(rng: random.Random, count: int) -> str:
 
 
 def test_unseen_words_do_not_accumulate_in_the_vocabulary(tiny_model_dir):
-    from clinical_ner.inference import NerModel
+    from clinical_ner.model.inference import NerModel
 
     model = NerModel.load(tiny_model_dir)
     notes = [
@@ -180,7 +180,7 @@ def test_unseen_words_do_not_accumulate_in_the_vocabulary(tiny_model_dir):
 
 
 def test_predict_inside_a_callers_memory_zone_does_not_end_it(tiny_model_dir):
-    from clinical_ner.inference import NerModel
+    from clinical_ner.model.inference import NerModel
 
     model = NerModel.load(tiny_model_dir)
     with model.nlp.memory_zone():
@@ -283,7 +283,7 @@ def _error_body(status: int, ctype: str, out: bytes) -> dict:
     [pytest.param(*case[1:], id=case[0]) for case in HOSTILE],
 )
 def test_hostile_payloads_are_4xx_with_a_json_error_and_no_text(body, content_type, status, code):
-    from clinical_ner.serve import InferenceApp, Limits, ModelHolder
+    from clinical_ner.runtime.serve import InferenceApp, Limits, ModelHolder
 
     holder, model = ModelHolder(), StubModel()
     holder.set(model)
@@ -341,7 +341,7 @@ def _check_jsonl_answer(out: bytes, expected: list[tuple[str, str | None]]) -> l
 
 
 def test_jsonlines_bad_lines_become_error_entries_and_the_rest_is_answered():
-    from clinical_ner.serve import InferenceApp, Limits, ModelHolder
+    from clinical_ner.runtime.serve import InferenceApp, Limits, ModelHolder
 
     holder, model = ModelHolder(), StubModel()
     holder.set(model)
@@ -356,7 +356,7 @@ def test_jsonlines_bad_lines_become_error_entries_and_the_rest_is_answered():
 
 
 def test_a_jsonlines_request_is_still_refused_as_a_whole_for_request_level_problems():
-    from clinical_ner.serve import InferenceApp, Limits, ModelHolder
+    from clinical_ner.runtime.serve import InferenceApp, Limits, ModelHolder
 
     holder = ModelHolder()
     holder.set(StubModel())
@@ -537,6 +537,6 @@ def test_worker_count_defaults_to_the_usable_cpus(tmp_path):
         assert "workers=1" in server.log.read_text()
     finally:
         server.stop()
-    from clinical_ner.serve import usable_cpus
+    from clinical_ner.runtime.serve import usable_cpus
 
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))

@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 import spacy
 
-from clinical_ner import sagemaker_train, training
 from clinical_ner.cli import main
-from clinical_ner.inference import MODEL_CARD_FILE, NerModel
-from clinical_ner.readers import read_annotations
-from clinical_ner.training import TrainingInputs, split_by_hash, train_model
+from clinical_ner.model import training
+from clinical_ner.model.inference import MODEL_CARD_FILE, NerModel
+from clinical_ner.model.readers import read_annotations
+from clinical_ner.model.training import TrainingInputs, split_by_hash, train_model
+from clinical_ner.runtime import sagemaker_train
 
 REPO = Path(__file__).resolve().parents[2]
 ANNOTATIONS = REPO / "clinical_ner" / "samples" / "synthetic_annotations.jsonl"

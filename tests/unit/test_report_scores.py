@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clinical_ner.local.report import _scores_section
+from clinical_ner_local.report import _scores_section
 
 
 def _counts(tp: int, fp: int, fn: int) -> dict[str, float | int]:

@@ -17,17 +17,17 @@ from sagemaker_job import (
     trained_job,
 )
 
-from clinical_ner import drift
-from clinical_ner.inference import MODEL_CARD_FILE, NerModel
-from clinical_ner.sagemaker_train import (
+from clinical_ner.model import drift
+from clinical_ner.model.inference import MODEL_CARD_FILE, NerModel
+from clinical_ner.pipeline.tracking import log_training_run, redact_uri
+from clinical_ner.runtime.sagemaker_train import (
     TrainJobError,
     channel_files,
     failure_reason,
     parse_hyperparameters,
     resolve_root,
 )
-from clinical_ner.sagemaker_train import main as train_main
-from clinical_ner.tracking import log_training_run, redact_uri
+from clinical_ner.runtime.sagemaker_train import main as train_main
 
 SECRET = "Zelda Quokkaberg MRN-99417"
 
@@ -108,7 +108,7 @@ def test_training_run_is_recorded_in_mlflow(job, monkeypatch):
     assert run.data.tags["sagemaker.training_job_name"] == JOB_NAME
     # The register step rebuilds this run from metrics.json alone (the deployed job is
     # network-isolated): same params and metrics as the job logged itself.
-    from clinical_ner.tracking import run_record
+    from clinical_ner.pipeline.tracking import run_record
 
     rebuilt = run_record(
         metrics, job_name=JOB_NAME, artifact_uri=run.data.tags["model_artifact_uri"]

@@ -15,7 +15,7 @@ import pytest
 from sagemaker_job import SERVE_SCRIPT, job_env, trained_job
 from serve_client import free_port, request
 
-from clinical_ner.serve import InferenceApp, Limits, ModelHolder
+from clinical_ner.runtime.serve import InferenceApp, Limits, ModelHolder
 
 SECRET = "Zelda Quokkaberg MRN-99417"
 MAX_BYTES = 64 * 1024

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.corpus import AnnotatedDoc, ReadReport
-from clinical_ner.readers import AnnotationFormat, read_annotations
+from clinical_ner.model.corpus import AnnotatedDoc, ReadReport
+from clinical_ner.model.readers import AnnotationFormat, read_annotations
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

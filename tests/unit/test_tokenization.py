@@ -9,7 +9,7 @@ import pytest
 import spacy
 from spacy.language import Language
 
-from clinical_ner.tokenization import blank_pipeline, tokenize_offsets
+from clinical_ner.model.tokenization import blank_pipeline, tokenize_offsets
 
 CASES = [
     "short-term",

@@ -17,8 +17,8 @@ import uuid
 import pytest
 from botocore.credentials import Credentials
 
-from clinical_ner import tracking
-from clinical_ner.tracking import (
+from clinical_ner.pipeline import tracking
+from clinical_ner.pipeline.tracking import (
     ARN_HEADER,
     JOB_TAG,
     MlflowRestClient,

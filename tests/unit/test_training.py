@@ -10,9 +10,9 @@ import pytest
 import spacy
 
 from clinical_ner.cli import main
-from clinical_ner.inference import MODEL_CARD_FILE, NerModel
-from clinical_ner.readers import read_annotations
-from clinical_ner.training import TrainingInputs, split_by_hash, train_model
+from clinical_ner.model.inference import MODEL_CARD_FILE, NerModel
+from clinical_ner.model.readers import read_annotations
+from clinical_ner.model.training import TrainingInputs, split_by_hash, train_model
 
 SAMPLES = Path(__file__).resolve().parents[2] / "clinical_ner" / "samples"
 ANNOTATIONS = SAMPLES / "synthetic_annotations.jsonl"
@@ -174,7 +174,7 @@ def test_pretrained_tok2vec_weights_are_loaded_into_training(tmp_path):
     from spacy.training.initialize import init_nlp
     from spacy.util import load_config
 
-    from clinical_ner.training import default_config_path, pretrain_tok2vec
+    from clinical_ner.model.training import default_config_path, pretrain_tok2vec
 
     texts = [d.text for d in read_annotations([ANNOTATIONS])[0]]
     weights = pretrain_tok2vec(texts, tmp_path / "pre", epochs=1, seed=1)
@@ -188,7 +188,7 @@ def test_pretrained_tok2vec_weights_are_loaded_into_training(tmp_path):
         # Corpora are only read lazily; initialize needs examples, so give it the samples.
         docbin_path = tmp_path / "train.spacy"
         if not docbin_path.exists():
-            from clinical_ner.training import ConversionReport, to_docbin
+            from clinical_ner.model.training import ConversionReport, to_docbin
 
             to_docbin(read_annotations([ANNOTATIONS])[0][:20], ConversionReport()).to_disk(
                 docbin_path

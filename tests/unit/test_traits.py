@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinical_ner.traits import NEGATION, entity_traits, is_negated
+from clinical_ner.model.traits import NEGATION, entity_traits, is_negated
 
 
 def _span(text: str, mention: str) -> tuple[int, int]:

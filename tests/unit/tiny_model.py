@@ -14,8 +14,8 @@ STEPS = 80
 
 
 def train_tiny(out: Path) -> Path:
-    from clinical_ner.readers import read_annotations
-    from clinical_ner.training import TrainingInputs, split_by_hash, train_model
+    from clinical_ner.model.readers import read_annotations
+    from clinical_ner.model.training import TrainingInputs, split_by_hash, train_model
 
     docs, report = read_annotations([ANNOTATIONS])
     train, dev = split_by_hash(docs, 0.15)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from clinical_ner.inference import NerModel
-from clinical_ner.notes import Note
+from clinical_ner.data.notes import Note
+from clinical_ner.model.inference import NerModel
 
 
 def transform_answer_lines(model: NerModel, notes: list[Note]) -> list[str]:

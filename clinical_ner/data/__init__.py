@@ -1,0 +1,1 @@
+"""Data contracts: notes as delivered, extraction records, schemas, publishing, analytics."""

@@ -1,0 +1,209 @@
+"""The record contracts of the extraction tables (entities, notes, quarantine), defined once.
+
+Every writer (local CLI, Glue, Batch Transform post-processing) builds its Parquet from these
+schemas and every reader (Athena, DuckDB, pandas, the monitor) can rely on them. Column
+descriptions live next to the types (as Arrow field metadata too) so `docs/data-contracts.md`
+and Glue table comments can be generated from the same source.
+
+`dt` is the Hive partition column: it is part of each table's logical schema (what Athena and
+DuckDB show) but is stored in the directory name (``dt=YYYY-MM-DD/``), not inside the Parquet
+files, because Athena/Glue reject a partition key that is also a data column. Use
+`file_schema()` for what goes into a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+PARTITION_COLUMN = "dt"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+ENTITY_ID_HEX_CHARS = 16
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a record contract."""
+
+    name: str
+    type: pa.DataType
+    nullable: bool
+    description: str
+
+
+def _schema(table: str, columns: list[Column]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(c.name, c.type, nullable=c.nullable, metadata={"description": c.description})
+            for c in columns
+        ],
+        metadata={"table": table},
+    )
+
+
+_DT = Column(
+    PARTITION_COLUMN,
+    pa.string(),
+    False,
+    "Partition: UTC date (YYYY-MM-DD) of the run that wrote the row. Stored in the path only.",
+)
+_NOTE_SHA = Column(
+    "note_sha256",
+    pa.string(),
+    False,
+    "Hex sha256 of the note text as delivered (never rewritten), UTF-8; identifies the exact "
+    "text the offsets refer to.",
+)
+_SOURCE = Column(
+    "source",
+    pa.string(),
+    False,
+    "Input file the record came from (path or object key as given to the run).",
+)
+_MODEL_VERSION = Column(
+    "model_version", pa.string(), False, "Version of the NER model that produced the row."
+)
+_INFERENCE_TIME = Column(
+    "inference_time",
+    TIMESTAMP,
+    False,
+    "When the extraction run started (UTC, microseconds); one value per run.",
+)
+
+ENTITY_COLUMNS: tuple[Column, ...] = (
+    Column("note_id", pa.string(), False, "Identifier of the note the entity was found in."),
+    Column(
+        "entity_id",
+        pa.string(),
+        False,
+        "Deterministic id: first 16 hex chars of sha256(note_id, note_sha256, start_char, "
+        "end_char, label). Same note text + same span + same label -> same id on every re-run; "
+        "unique per (entity_id, model_version).",
+    ),
+    Column(
+        "label",
+        pa.string(),
+        False,
+        "Entity type: one of the producing model's labels (from its metadata), e.g. "
+        "DISEASE, SYMPTOM, TREATMENT.",
+    ),
+    Column(
+        "text",
+        pa.string(),
+        False,
+        "The mention exactly as in the note: stored_note_text[start_char:end_char]. PHI.",
+    ),
+    Column(
+        "start_char",
+        pa.int32(),
+        False,
+        "Start offset (inclusive, Python str index = Unicode code points) in the stored text.",
+    ),
+    Column("end_char", pa.int32(), False, "End offset (exclusive) in the stored note text."),
+    Column(
+        "confidence",
+        pa.float32(),
+        False,
+        "Model confidence in [0, 1] that this span has this label.",
+    ),
+    Column(
+        "negated",
+        pa.bool_(),
+        False,
+        "True when the mention is negated in its clause (NegEx rules), e.g. 'no evidence of X'.",
+    ),
+    _MODEL_VERSION,
+    _INFERENCE_TIME,
+    _DT,
+    _SOURCE,
+    _NOTE_SHA,
+)
+
+NOTE_COLUMNS: tuple[Column, ...] = (
+    Column("note_id", pa.string(), False, "Identifier of the note (unique within a run)."),
+    _NOTE_SHA,
+    _SOURCE,
+    Column("char_count", pa.int32(), False, "Length of the stored note text in characters."),
+    Column("word_count", pa.int32(), False, "Whitespace-separated words in the stored text."),
+    Column("entity_count", pa.int32(), False, "Entities extracted from the note (may be 0)."),
+    Column(
+        "entity_counts_by_label",
+        pa.string(),
+        False,
+        "Compact JSON object label -> count, keys sorted, every label of the producing "
+        'model present (from its metadata), e.g. {"DISEASE":2,"SYMPTOM":1,"TREATMENT":0}. '
+        "A JSON string because Athena (json_extract_scalar) and DuckDB (->>) both read it "
+        "without a map type, and a new label needs no schema change.",
+    ),
+    Column(
+        "mean_confidence",
+        pa.float32(),
+        True,
+        "Mean entity confidence in the note; null when the note has no entity.",
+    ),
+    _MODEL_VERSION,
+    Column("status", pa.string(), False, 'Processing status; "processed" for every row.'),
+    _INFERENCE_TIME,
+    _DT,
+)
+
+QUARANTINE_COLUMNS: tuple[Column, ...] = (
+    _SOURCE,
+    Column(
+        "locator",
+        pa.int32(),
+        True,
+        "1-based line number (.jsonl) or data row number (.csv, header excluded); null when "
+        "the record is the whole file (.txt, or a file rejected as a whole).",
+    ),
+    Column(
+        "note_id",
+        pa.string(),
+        True,
+        "The record's note id when it was readable and valid; null otherwise.",
+    ),
+    Column(
+        "reason",
+        pa.string(),
+        False,
+        "Machine-readable reason code (clinical_ner.data.notes.QuarantineReason).",
+    ),
+    Column(
+        "detail",
+        pa.string(),
+        False,
+        "Human-readable explanation. Never contains note text.",
+    ),
+    Column("quarantined_at", TIMESTAMP, False, "When the run quarantined the record (UTC)."),
+    _DT,
+)
+
+ENTITY_SCHEMA = _schema("entities", list(ENTITY_COLUMNS))
+NOTE_SCHEMA = _schema("notes", list(NOTE_COLUMNS))
+QUARANTINE_SCHEMA = _schema("quarantine", list(QUARANTINE_COLUMNS))
+
+TABLES: dict[str, pa.Schema] = {
+    "entities": ENTITY_SCHEMA,
+    "notes": NOTE_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+}
+
+NOTE_STATUS_PROCESSED = "processed"
+
+
+def describe(schema: pa.Schema) -> dict[str, str]:
+    """Column name -> description, in column order (for docs and Glue column comments)."""
+    return {f.name: (f.metadata or {}).get(b"description", b"").decode() for f in schema}
+
+
+def file_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of one Parquet file of a table: the logical schema minus the partition."""
+    return schema.remove(schema.get_field_index(PARTITION_COLUMN))
+
+
+def make_entity_id(note_id: str, note_sha256: str, start: int, end: int, label: str) -> str:
+    """Deterministic entity id; the unit separator keeps field boundaries unambiguous."""
+    key = "\x1f".join((note_id, note_sha256, str(start), str(end), label))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:ENTITY_ID_HEX_CHARS]

@@ -1,0 +1,1 @@
+"""The NER model: readers, tokenization, dictionary features, training, inference, traits."""

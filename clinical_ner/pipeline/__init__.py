@@ -1,0 +1,1 @@
+"""MLOps policy: stage settings, registry, gating, deployment, retraining, tracking, monitoring."""
