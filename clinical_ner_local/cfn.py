@@ -600,7 +600,7 @@ def synthesize_app(
     import os
     import tempfile
 
-    root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[2]
+    root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[1]
     if not (root / "stacks" / "stage.py").is_file():
         raise FileNotFoundError(f"{root} has no stacks/stage.py: pass repo_root=<checkout>")
     if str(root) not in sys.path:

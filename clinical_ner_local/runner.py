@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clinical_ner.model.contracts import METRICS_FILE, read_metrics_file
 from clinical_ner.pipeline.stage_config import LAKE
 from clinical_ner.pipeline.tracking import SAGEMAKER_ENDPOINT_ENV, is_tracking_server_arn
 from clinical_ner.runtime.sagemaker_train import write_model_archive
@@ -87,8 +88,8 @@ __all__ = [
     "run",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "clinical_ner" / "samples"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = REPO_ROOT / "clinical_ner" / "samples"
 GLUE_SYNC = "arn:aws:states:::glue:startJobRun.sync"
 TRAIN_SYNC = "arn:aws:states:::sagemaker:createTrainingJob.sync"
 TRANSFORM_SYNC = "arn:aws:states:::sagemaker:createTransformJob.sync"
@@ -792,7 +793,7 @@ class LocalPipeline:
         write_model_archive(root / "model", buf)
         bucket, key = parse_s3(model_url)
         self.s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
-        metrics = json.loads((root / "model" / "metrics.json").read_text())
+        metrics = read_metrics_file(root / "model" / METRICS_FILE)
         self.result.training_jobs.append(
             TrainingJobRecord(job, model_url, seconds, metrics, log_path, steps)
         )
@@ -1144,16 +1145,16 @@ def run(opts: RunOptions) -> LocalRunResult:
 @contextlib.contextmanager
 def _logs_to(path: Path) -> Iterator[None]:
     """Send every log record of the in-process code (Lambda handlers' JSON logs, botocore,
-    py4j) to `path`, keeping stderr for the progress display; the handlers' own
-    `configure_logging` keeps a handler with its JSON formatter, so it keeps this one."""
+    py4j) to `path`, keeping stderr for the progress display; the Lambda edge writes its own
+    lines to a root handler with its JSON formatter instead of stdout, so to this one."""
     import logging
 
-    from clinical_ner.pipeline.aws_runtime import _JsonFormatter
+    from clinical_ner.runtime.lambda_edge import JsonFormatter
 
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(JsonFormatter())
     root.handlers = [handler]
     root.setLevel(logging.INFO)
     try:

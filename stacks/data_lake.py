@@ -10,17 +10,17 @@ logs the encryption (S3 log delivery cannot use SSE-KMS), differ from the lake's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Fn, Stack
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from clinical_ner.pipeline.stage_config import StageConfig
 from clinical_ner.runtime.capture import capture_prefix
 from stacks.checks import acknowledge
+from stacks.common import stage_key
 from stacks.retention import removal_policy
 
 ABORT_INCOMPLETE_UPLOADS_DAYS = 7
@@ -38,40 +38,15 @@ class DataLakeStack(Stack):
         r = config.retention
         removal = removal_policy(config)
 
-        self.key = kms.Key(
+        # CloudWatch Logs encrypts the Glue jobs' log groups (Glue security configuration) and
+        # the Lambda log groups of the extraction and monitoring stacks with this key.
+        self.key = stage_key(
             self,
             "DataKey",
+            config=config,
             alias=f"alias/{config.resource_prefix}-data",
             description=f"Clinical NER {config.stage.value}: lake, Athena results, Glue logs",
-            enable_key_rotation=True,
-            rotation_period=Duration.days(365),
-            removal_policy=removal,
-            pending_window=Duration.days(30),
-        )
-        # CloudWatch Logs encrypts the Glue jobs' log groups with this key (Glue security
-        # configuration, CSE-KMS); the service may use it only for log groups of this account.
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchLogsForGlueAndLambdaLogGroups",
-                principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
-                actions=[
-                    "kms:Encrypt",
-                    "kms:Decrypt",
-                    "kms:ReEncryptFrom",
-                    "kms:ReEncryptTo",
-                    "kms:GenerateDataKey",
-                    "kms:GenerateDataKeyWithoutPlaintext",
-                    "kms:DescribeKey",
-                ],
-                resources=["*"],  # in a key policy "*" means this key
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": (
-                            f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"
-                        )
-                    }
-                },
-            )
+            cloudwatch_logs=True,
         )
 
         self.access_logs = s3.Bucket(
@@ -194,6 +169,11 @@ class DataLakeStack(Stack):
     def nag_object_resource(self, prefix: str) -> str:
         """How cdk-nag names `lake_object_arn(prefix)` in an AwsSolutions-IAM5 finding."""
         return f"{self.lake_arn_export}/{prefix}*"
+
+    def acknowledge_prefixes(self, policy: IConstruct, prefixes: Iterable[str], why: str) -> None:
+        """Acknowledge the AwsSolutions-IAM5 wildcard of `lake_object_arn(p)` for each prefix."""
+        for p in prefixes:
+            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{self.nag_object_resource(p)}]", why)
 
     def _lake_lifecycle(self, config: StageConfig) -> list[s3.LifecycleRule]:
         r, lake = config.retention, config.lake

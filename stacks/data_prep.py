@@ -29,6 +29,7 @@ from clinical_ner.data import data_prep as dp
 from clinical_ner.data.schemas import QUARANTINE_SCHEMA
 from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge
+from stacks.common import encrypted_log_group
 from stacks.data_lake import DataLakeStack
 from stacks.glue_tables import partitioned_parquet_table
 from stacks.iam_roles import service_role
@@ -214,16 +215,9 @@ class DataPrepStack(Stack):
             path=str(REPO_ROOT / "glue_jobs" / f"{spec.name}.py"),
             display_name=f"{spec.name} Glue script",
         )
-        log_group = logs.LogGroup(
-            self,
-            f"{title}Logs",
-            log_group_name=f"/aws-glue/jobs/{job_name}",
-            encryption_key=key,
-            removal_policy=removal,
+        log_group = encrypted_log_group(
+            self, f"{title}Logs", name=f"/aws-glue/jobs/{job_name}", key=key, config=cfg
         )
-        cfn_log_group = log_group.node.default_child
-        assert isinstance(cfn_log_group, logs.CfnLogGroup)
-        cfn_log_group.retention_in_days = cfg.retention.log_group_days
 
         objects = data_lake.lake_object_arn
         statements = [

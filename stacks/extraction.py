@@ -15,19 +15,19 @@
   need pyarrow and numpy, which do not fit a hand-made zip built without Docker: they use the
   AWS-managed "AWS SDK for pandas" Lambda layer (Python 3.12, arm64), whose regional ARN is the
   stack parameter ``AwsSdkPandasLayerArn`` (docs/analytics.md lists where to find it). The core
-  package ships as our own layer (pure Python; spaCy is never imported on these paths).
+  package ships as our own layer (pure Python; spaCy is never imported on these paths), and
+  Powertools as the AWS-managed layer (`stacks.common.pipeline_function`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnParameter, Duration, RemovalPolicy, Size, Stack
+from aws_cdk import CfnParameter, Duration, Size, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -37,12 +37,12 @@ from clinical_ner.data.publish import TRANSFORM_PREFIX
 from clinical_ner.pipeline.monitoring import NAMESPACE
 from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
+from stacks.common import LambdaNetwork, pipeline_function, pipeline_state_machine
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.iam_roles import service_role
-from stacks.lambda_functions import vpc_step_function
-from stacks.monitoring import LAMBDA_RUNTIME, MonitoringStack, extraction_names
-from stacks.retention import removal_policy
+from stacks.monitoring import MonitoringStack
+from stacks.naming import extraction_names, serving_names
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import (
     NETWORK_INTERFACES_ACK,
@@ -50,8 +50,7 @@ from stacks.sagemaker_roles import (
     network_interfaces_rule,
     vpc_placement,
 )
-from stacks.serving import serving_names
-from stacks.training import TrainingStack, build_layer_zip
+from stacks.training import TrainingStack
 from step_functions.extraction import ExtractionFunctions, ExtractionPipeline, TransformSettings
 
 TRANSFORM = TransformSettings(
@@ -62,12 +61,11 @@ TRANSFORM = TransformSettings(
     timeout=Duration.hours(6),
 )
 STATE_MACHINE_TIMEOUT = Duration.hours(8)
-LAMBDA_CONCURRENCY = 5
 PANDAS_LAYER_DOC = "https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html"
 
 
 class ExtractionStack(Stack):
-    """Exposes `state_machine`, `functions`, `transform_role`, `rule`."""
+    """Exposes `state_machine`, `functions`, `function_policies`, `transform_role`, `rule`."""
 
     def __init__(
         self,
@@ -83,18 +81,27 @@ class ExtractionStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
-        lake = config.lake
-        prefix = config.resource_prefix
-        names = extraction_names(prefix)
-        self.names = names
-        removal = removal_policy(config)
-        key = data_lake.key
-        bucket = data_lake.lake
-        partition, region, account = self.partition, self.region, self.account
-        sm_arn = f"arn:{partition}:sagemaker:{region}:{account}"
-        self.model_prefix = f"{prefix}-bt"
+        self.names = extraction_names(config.resource_prefix)
+        self.model_prefix = f"{config.resource_prefix}-bt"
+        self.data_lake = data_lake
+        self.training = training
+        self.pandas_layer = self._pandas_layer()
+        self.transform_role = self._transform_role()
+        self.functions: dict[str, lambda_.Function] = {}
+        self.function_policies: dict[str, iam.ManagedPolicy] = {}
+        self._stage_function()
+        self._resolve_model_function()
+        self._publish_function()
+        self._monitor_function()
+        self.capture_rule = self._capture_schedule()
+        self.state_machine = self._state_machine(data_prep, monitoring)
+        self.rule = self._new_notes_rule()
 
-        pandas_layer_arn = CfnParameter(
+    # ------------------------------------------------------------------ building blocks
+
+    def _pandas_layer(self) -> lambda_.ILayerVersion:
+        """The AWS SDK for pandas layer (pyarrow, numpy), its regional ARN a stack parameter."""
+        arn = CfnParameter(
             self,
             "AwsSdkPandasLayerArn",
             type="String",
@@ -104,21 +111,16 @@ class ExtractionStack(Stack):
                 f"deployment region, from {PANDAS_LAYER_DOC}"
             ),
         )
-        self.layers = [
-            lambda_.LayerVersion.from_layer_version_arn(
-                self, "AwsSdkPandasLayer", pandas_layer_arn.value_as_string
-            ),
-            lambda_.LayerVersion(
-                self,
-                "CoreLayer",
-                code=lambda_.Code.from_asset(str(build_layer_zip())),
-                compatible_runtimes=[LAMBDA_RUNTIME],
-                description="clinical_ner core package (pure Python)",
-            ),
-        ]
+        return lambda_.LayerVersion.from_layer_version_arn(
+            self, "AwsSdkPandasLayer", arn.value_as_string
+        )
 
-        # ------------------------------------------------- transform model role
-        self.transform_role, transform_policy = service_role(
+    def _transform_role(self) -> iam.Role:
+        """The role of the SageMaker Models that Batch Transform runs (findings acknowledged)."""
+        data_lake, training = self.data_lake, self.training
+        lake, key = self.config.lake, data_lake.key
+        partition, region, account = self.partition, self.region, self.account
+        role, transform_policy = service_role(
             self,
             "TransformModel",
             service="sagemaker.amazonaws.com",
@@ -168,9 +170,9 @@ class ExtractionStack(Stack):
             ],
         )
         for p in (lake.models, TRANSFORM_PREFIX):
-            acknowledge(
+            data_lake.acknowledge_prefixes(
                 transform_policy,
-                f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(p)}]",
+                [p],
                 f"Model artifacts and transform files have per-version / per-run keys under "
                 f"{p}; the wildcard covers exactly that lake prefix.",
             )
@@ -189,63 +191,72 @@ class ExtractionStack(Stack):
             "SageMaker writes one log stream per transform job and instance, named at run "
             "time, into the service-owned /aws/sagemaker/TransformJobs log group only.",
         )
+        return role
 
-        # ---------------------------------------------------------------- Lambdas
-        metrics_stmt = iam.PolicyStatement(
+    def _listing(self, *prefixes: str) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid="ListOwnPrefixes",
+            actions=["s3:ListBucket"],
+            resources=[self.data_lake.lake_arn_ref()],
+            conditions={"StringLike": {"s3:prefix": sorted(f"{p}*" for p in prefixes)}},
+        )
+
+    def _objects(self, sid: str, actions: list[str], *prefixes: str) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid=sid,
+            actions=actions,
+            resources=[self.data_lake.lake_object_arn(p) for p in prefixes],
+        )
+
+    def _lake_key(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid="UseLakeKey",
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[self.data_lake.key.key_arn],
+        )
+
+    def _metrics(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
             sid="PublishPipelineMetrics",
             actions=["cloudwatch:PutMetricData"],
             resources=["*"],
             conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
         )
-        lake_key_stmt = iam.PolicyStatement(
-            sid="UseLakeKey",
-            actions=["kms:Decrypt", "kms:GenerateDataKey"],
-            resources=[key.key_arn],
-        )
 
-        def listing(*prefixes: str) -> iam.PolicyStatement:
-            return iam.PolicyStatement(
-                sid="ListOwnPrefixes",
-                actions=["s3:ListBucket"],
-                resources=[data_lake.lake_arn_ref()],
-                conditions={"StringLike": {"s3:prefix": sorted(f"{p}*" for p in prefixes)}},
-            )
-
-        def objects(sid: str, actions: list[str], *prefixes: str) -> iam.PolicyStatement:
-            return iam.PolicyStatement(
-                sid=sid,
-                actions=actions,
-                resources=[data_lake.lake_object_arn(p) for p in prefixes],
-            )
-
-        runs = f"{lake.run_reports}{VALIDATE_JOB}/"
-        common_env = {
-            "LAKE_BUCKET": bucket.bucket_name,
-            "STAGE": config.stage.value,
+    def _common_env(self) -> dict[str, str]:
+        return {
+            "LAKE_BUCKET": self.data_lake.lake.bucket_name,
+            "STAGE": self.config.stage.value,
             "LOG_LEVEL": "INFO",
         }
-        self.functions: dict[str, lambda_.Function] = {}
-        self.functions["stage"] = self._function(
+
+    def _stage_function(self) -> None:
+        """Stage the run's curated notes as Batch Transform input."""
+        lake = self.config.lake
+        runs = f"{lake.run_reports}{VALIDATE_JOB}/"
+        self._function(
             "stage",
             "StageTransformInput",
             "publish_extractions",
             "handler.stage",
-            {**common_env, "JOB_PREFIX": prefix},
+            {**self._common_env(), "JOB_PREFIX": self.config.resource_prefix},
             [
-                listing(runs, lake.curated_notes),
-                objects("ReadRunReportsAndNotes", ["s3:GetObject"], runs, lake.curated_notes),
-                objects("WriteTransformInput", ["s3:PutObject"], TRANSFORM_PREFIX),
-                lake_key_stmt,
-                metrics_stmt,
+                self._listing(runs, lake.curated_notes),
+                self._objects("ReadRunReportsAndNotes", ["s3:GetObject"], runs, lake.curated_notes),
+                self._objects("WriteTransformInput", ["s3:PutObject"], TRANSFORM_PREFIX),
+                self._lake_key(),
+                self._metrics(),
             ],
             (runs, lake.curated_notes, TRANSFORM_PREFIX),
-            data_lake,
-            training,
-            removal,
         )
+
+    def _resolve_model_function(self) -> None:
+        """The newest Approved package as a SageMaker Model for Batch Transform."""
+        training = self.training
+        sm_arn = f"arn:{self.partition}:sagemaker:{self.region}:{self.account}"
         group_arn = f"{sm_arn}:model-package-group/{training.model_package_group_name}"
         packages_arn = f"{sm_arn}:model-package/{training.model_package_group_name}/*"
-        self.functions["resolve_model"] = self._function(
+        policy = self._function(
             "resolve_model",
             "ResolveModel",
             "publish_extractions",
@@ -289,11 +300,7 @@ class ExtractionStack(Stack):
                 ),
             ],
             (),
-            data_lake,
-            training,
-            removal,
         )
-        policy = self.function_policies["resolve_model"]
         acknowledge(
             policy,
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{training.model_package_group_name}/*]",
@@ -306,34 +313,38 @@ class ExtractionStack(Stack):
             "Transform models are named <prefix>-bt-v<package version> when a new version is "
             "first used; the wildcard covers only this stage's transform models.",
         )
-        self.functions["publish"] = self._function(
+
+    def _publish_function(self) -> None:
+        """Transform output -> the entity and note tables under inference/."""
+        lake = self.config.lake
+        self._function(
             "publish",
             "PublishExtractions",
             "publish_extractions",
             "handler.handler",
-            dict(common_env),
+            self._common_env(),
             [
-                listing(
+                self._listing(
                     TRANSFORM_PREFIX,
                     lake.curated_notes,
                     lake.inference_entities,
                     lake.inference_notes,
                 ),
-                objects(
+                self._objects(
                     "ReadTransformOutputAndNotes",
                     ["s3:GetObject"],
                     TRANSFORM_PREFIX,
                     lake.curated_notes,
                     lake.models,  # the transform model's metrics.json: its label set
                 ),
-                objects(
+                self._objects(
                     "WriteTables",
                     ["s3:PutObject", "s3:DeleteObject"],
                     lake.inference_entities,
                     lake.inference_notes,
                 ),
-                lake_key_stmt,
-                metrics_stmt,
+                self._lake_key(),
+                self._metrics(),
             ],
             (
                 TRANSFORM_PREFIX,
@@ -342,18 +353,19 @@ class ExtractionStack(Stack):
                 lake.inference_entities,
                 lake.inference_notes,
             ),
-            data_lake,
-            training,
-            removal,
         )
+
+    def _monitor_function(self) -> None:
+        """The drift monitor, with the dead-letter queue of its scheduled (async) runs."""
+        config, lake = self.config, self.config.lake
         # The capture schedule invokes the monitor asynchronously: invocations that still fail
         # after Lambda's retries land here (the event holds a window, never note text).
         self.monitor_dead_letters = sqs.Queue(
             self,
             "DriftMonitorDeadLetters",
-            queue_name=f"{prefix}-drift-monitor-dlq",
+            queue_name=f"{config.resource_prefix}-drift-monitor-dlq",
             encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
+            encryption_master_key=self.data_lake.key,
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
@@ -364,24 +376,19 @@ class ExtractionStack(Stack):
             "capture runs; a dead-letter queue for it would only move the same failed "
             "window events one hop further.",
         )
-        self.functions["monitor"] = self._function(
+        self._function(
             "monitor",
             "DriftMonitor",
             "drift_monitor",
             "handler.handler",
             {
-                **common_env,
+                **self._common_env(),
                 "STAGE_CONFIG": config.to_json(),
                 "ENDPOINT_NAME": serving_names(config).endpoint,
             },
             [
-                iam.PolicyStatement(
-                    sid="DeadLetters",
-                    actions=["sqs:SendMessage"],
-                    resources=[self.monitor_dead_letters.queue_arn],
-                ),
-                listing(lake.curated_notes, lake.monitoring),
-                objects(
+                self._listing(lake.curated_notes, lake.monitoring),
+                self._objects(
                     "ReadWindowAndBaselines",
                     ["s3:GetObject"],
                     lake.curated_notes,
@@ -389,25 +396,26 @@ class ExtractionStack(Stack):
                     lake.models,
                     lake.monitoring,
                 ),
-                objects("WriteReports", ["s3:PutObject"], lake.monitoring),
-                lake_key_stmt,
-                metrics_stmt,
+                self._objects("WriteReports", ["s3:PutObject"], lake.monitoring),
+                self._lake_key(),
+                self._metrics(),
             ],
             (lake.curated_notes, lake.inference_entities, lake.models, lake.monitoring),
-            data_lake,
-            training,
-            removal,
             dead_letter_queue=self.monitor_dead_letters,
         )
-        # Endpoint traffic: once a day, the drift of the previous day's captured invocations
-        # (window = the 24 whole hours before the event time; clinical_ner.runtime.capture).
-        self.capture_rule = events.Rule(
+
+    def _capture_schedule(self) -> events.Rule:
+        """Once a day, the drift of the previous day's captured endpoint invocations.
+
+        Window = the 24 whole hours before the event time (clinical_ner.runtime.capture).
+        """
+        rule = events.Rule(
             self,
             "CaptureMonitorSchedule",
             description="Daily drift monitoring of the endpoint's SageMaker data capture",
             schedule=events.Schedule.cron(minute="15", hour="0"),
         )
-        self.capture_rule.add_target(
+        rule.add_target(
             targets.LambdaFunction(
                 self.functions["monitor"],
                 event=events.RuleTargetInput.from_object(
@@ -417,8 +425,13 @@ class ExtractionStack(Stack):
                 max_event_age=Duration.hours(6),
             )
         )
+        return rule
 
-        # ----------------------------------------------------------- state machine
+    def _state_machine(
+        self, data_prep: DataPrepStack, monitoring: MonitoringStack
+    ) -> sfn.StateMachine:
+        """The extraction state machine (`step_functions.extraction`) and its findings."""
+        key = self.data_lake.key
         pipeline = ExtractionPipeline(
             self,
             "Pipeline",
@@ -436,31 +449,20 @@ class ExtractionStack(Stack):
             transform_role=self.transform_role,
         )
         self.pipeline = pipeline
-        sm_logs = logs.LogGroup(
+        state_machine = pipeline_state_machine(
             self,
-            "StateMachineLogs",
-            log_group_name=f"/aws/vendedlogs/states/{names['state_machine']}",
-            encryption_key=key,
-            removal_policy=removal,
-        )
-        _retention(sm_logs, config.retention.log_group_days)
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=names["state_machine"],
-            definition_body=sfn.DefinitionBody.from_chainable(pipeline.definition),
+            config=self.config,
+            name=self.names["state_machine"],
+            definition=pipeline.definition,
             timeout=STATE_MACHINE_TIMEOUT,
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=sm_logs, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            log_key=key,
             comment="Clinical NER extraction: validate -> batch transform -> publish -> monitor",
         )
-        monitoring.alerts_key.grant(self.state_machine, "kms:GenerateDataKey", "kms:Decrypt")
-        key.grant(self.state_machine, "kms:CreateGrant", "kms:DescribeKey")
+        monitoring.alerts_key.grant(state_machine, "kms:GenerateDataKey", "kms:Decrypt")
+        key.grant(state_machine, "kms:CreateGrant", "kms:DescribeKey")
         acknowledge_state_machine_policy(
             self,
-            self.state_machine,
+            state_machine,
             self.functions,
             integrations="Lambda, Glue job, topic and keys",
             job_resource="transform-job/*",
@@ -468,9 +470,11 @@ class ExtractionStack(Stack):
             "the .sync integration creates, describes and stops them, so the grant covers "
             "transform jobs in this account and region only.",
         )
+        return state_machine
 
-        # ---------------------------------------------- raw/notes/ -> extraction
-        self.rule = start_execution_rule(
+    def _new_notes_rule(self) -> events.Rule:
+        """Notes dropped under raw/notes/ start an extraction run."""
+        return start_execution_rule(
             self,
             "NewNotesRule",
             state_machine=self.state_machine,
@@ -479,8 +483,8 @@ class ExtractionStack(Stack):
                 source=["aws.s3"],
                 detail_type=["Object Created"],
                 detail={
-                    "bucket": {"name": [bucket.bucket_name]},
-                    "object": {"key": [{"prefix": lake.raw_notes}]},
+                    "bucket": {"name": [self.data_lake.lake.bucket_name]},
+                    "object": {"key": [{"prefix": self.config.lake.raw_notes}]},
                 },
             ),
             execution_input={
@@ -492,10 +496,6 @@ class ExtractionStack(Stack):
             max_event_age=Duration.hours(24),
         )
 
-    # ------------------------------------------------------------------ helpers
-
-    function_policies: dict[str, iam.ManagedPolicy]
-
     def _function(
         self,
         key_name: str,
@@ -505,65 +505,44 @@ class ExtractionStack(Stack):
         environment: dict[str, str],
         statements: list[iam.PolicyStatement],
         lake_prefixes: tuple[str, ...],
-        data_lake: DataLakeStack,
-        training: TrainingStack,
-        removal: RemovalPolicy,
-        dead_letter_queue: sqs.IQueue | None = None,
-    ) -> lambda_.Function:
-        if not hasattr(self, "function_policies"):
-            self.function_policies = {}
+        dead_letter_queue: sqs.Queue | None = None,
+    ) -> iam.ManagedPolicy:
+        """One extraction step in the stage VPC; registers it in `functions`, returns its policy."""
+        training = self.training
         fn_name = self.names[key_name]
-        log_group = logs.LogGroup(
-            self,
-            f"{title}Logs",
-            log_group_name=f"/aws/lambda/{fn_name}",
-            encryption_key=data_lake.key,
-            removal_policy=removal,
-        )
-        _retention(log_group, self.config.retention.log_group_days)
-        fn, policy = vpc_step_function(
+        light = key_name == "resolve_model"  # API calls only; the others move Parquet through /tmp
+        fn, policy = pipeline_function(
             self,
             title,
+            config=self.config,
             function_name=fn_name,
-            pipeline="extraction",
             code_dir=code_dir,
             handler=handler,
-            runtime=LAMBDA_RUNTIME,
-            layers=self.layers,
-            environment=environment,
-            statements=statements,
-            log_group=log_group,
-            vpc=training.vpc,
-            subnets=training.subnets,
-            security_group=training.security_group,
-            memory_size=256 if key_name == "resolve_model" else 3008,
-            # /tmp holds one run's curated Parquet and the files being published
-            ephemeral_storage_size=Size.gibibytes(0.5 if key_name == "resolve_model" else 4),
-            timeout=Duration.minutes(2 if key_name == "resolve_model" else 15),
-            reserved_concurrency=LAMBDA_CONCURRENCY,
             description=f"Extraction pipeline step {key_name} (thin handler over clinical_ner)",
+            role_description=f"Lambda {fn_name} of the extraction pipeline",
+            statements=statements,
+            environment=environment,
+            log_key=self.data_lake.key,
+            memory_size=256 if light else 3008,
+            # /tmp holds one run's curated Parquet and the files being published
+            ephemeral_storage_size=Size.gibibytes(0.5 if light else 4),
+            timeout=Duration.minutes(2 if light else 15),
+            network=LambdaNetwork(training.vpc, training.subnets, training.security_group),
+            extra_layers=[self.pandas_layer],
+            dead_letter_queue=dead_letter_queue,
             star_reason="A Lambda function in a VPC manages its network interfaces through EC2 "
             "actions that support no resource-level permissions; cloudwatch:PutMetricData is "
             "limited by the cloudwatch:namespace condition, sagemaker:ListModelPackages has no "
             "resource type.",
-            runtime_reason="The runtime is pinned to Python 3.12, the newest version the core "
-            "package declares and is tested on, and the version the AWS SDK for pandas layer "
-            "is built for.",
-            dead_letter_queue=dead_letter_queue,
         )
+        self.functions[key_name] = fn
         self.function_policies[key_name] = policy
         for p in lake_prefixes:
-            acknowledge(
+            self.data_lake.acknowledge_prefixes(
                 policy,
-                f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(p)}]",
+                [p],
                 f"Lambda {fn_name} reads or writes objects whose keys are generated per run "
                 f"(partition dates, run ids, part files) under {p}; the wildcard covers "
                 "exactly that lake prefix.",
             )
-        return fn
-
-
-def _retention(group: logs.LogGroup, days: int) -> None:
-    cfn = group.node.default_child
-    assert isinstance(cfn, logs.CfnLogGroup)
-    cfn.retention_in_days = days
+        return policy

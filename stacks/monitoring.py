@@ -11,7 +11,7 @@
   concurrency 1). It is also the target of an EventBridge rule on S3 "Object Created" under
   ``raw/annotations/`` and can be invoked by hand (``{"trigger": "manual"}``).
 - The dashboard shows volumes, quarantine rate, latency and errors of the extraction pipeline
-  (by the deterministic names of `stacks.extraction.extraction_names`, so this stack does not
+  (by the deterministic names of `stacks.naming.extraction_names`, so this stack does not
   depend on the extraction stack) and every drift signal with its moderate/severe lines.
 
 The extraction stack reuses `topic` for its failure notifications.
@@ -21,15 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
 from aws_cdk import aws_sqs as sqs
@@ -39,24 +37,11 @@ from constructs import Construct
 from clinical_ner.pipeline import monitoring as mon
 from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge
+from stacks.common import pipeline_function, stage_key
 from stacks.data_lake import DataLakeStack
-from stacks.iam_roles import service_role
-from stacks.packaging import REPO_ROOT
-from stacks.retention import removal_policy
+from stacks.naming import extraction_names, resource_name
 
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
 ALARM_PERIOD = Duration.hours(1)
-
-
-def extraction_names(resource_prefix: str) -> dict[str, str]:
-    """Physical names of the extraction pipeline's resources (shared with stacks.extraction)."""
-    return {
-        "state_machine": f"{resource_prefix}-extraction",
-        "stage": f"{resource_prefix}-stage-transform-input",
-        "resolve_model": f"{resource_prefix}-resolve-transform-model",
-        "publish": f"{resource_prefix}-publish-extractions",
-        "monitor": f"{resource_prefix}-drift-monitor",
-    }
 
 
 class MonitoringStack(Stack):
@@ -76,27 +61,14 @@ class MonitoringStack(Stack):
         self.config = config
         prefix = config.resource_prefix
         stage = config.stage.value
-        removal = removal_policy(config)
-
-        # ------------------------------------------------------------ alerts topic
-        self.alerts_key = kms.Key(
+        # CloudWatch alarms publish to the encrypted topic as the CloudWatch service.
+        self.alerts_key = stage_key(
             self,
             "AlertsKey",
+            config=config,
             alias=f"alias/{prefix}-alerts",
             description=f"Clinical NER {stage}: drift and pipeline alert topic, retrain DLQ",
-            enable_key_rotation=True,
-            removal_policy=removal,
-            pending_window=Duration.days(30),
-        )
-        # CloudWatch alarms publish to the encrypted topic as the CloudWatch service.
-        self.alerts_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarmsToPublish",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],  # in a key policy "*" means this key
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
-            )
+            cloudwatch_alarms=True,
         )
         self.topic = sns.Topic(
             self,
@@ -108,13 +80,16 @@ class MonitoringStack(Stack):
         )
         self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
 
-        # ------------------------------------------------------- retraining trigger
-        self.retraining_function = self._retraining_function(
-            data_lake, training_state_machine, removal
-        )
+        self.retraining_function = self._retraining_function(data_lake, training_state_machine)
+        self.alarms = self._drift_alarms()
+        self.annotations_rule = self._annotations_rule(data_lake)
+        self.dashboard = self._dashboard(training_state_machine)
 
-        # ------------------------------------------------------------------ alarms
-        self.alarms: dict[str, cw.Alarm] = {}
+    def _drift_alarms(self) -> dict[str, cw.Alarm]:
+        """Per signal class: moderate -> the retraining Lambda, severe -> the alerts topic."""
+        prefix = self.config.resource_prefix
+        stage = self.config.stage.value
+        alarms: dict[str, cw.Alarm] = {}
         for cls in mon.SignalClass:
             level = cw.Metric(
                 namespace=mon.NAMESPACE,
@@ -166,11 +141,13 @@ class MonitoringStack(Stack):
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             )
             severe.add_alarm_action(cw_actions.SnsAction(self.topic))
-            self.alarms[f"{cls.value}-moderate"] = moderate
-            self.alarms[f"{cls.value}-severe"] = severe
+            alarms[f"{cls.value}-moderate"] = moderate
+            alarms[f"{cls.value}-severe"] = severe
+        return alarms
 
-        # ------------------------------------------ new annotations -> retraining
-        self.annotations_rule = events.Rule(
+    def _annotations_rule(self, data_lake: DataLakeStack) -> events.Rule:
+        """New annotated data under raw/annotations/ invokes the retraining Lambda."""
+        rule = events.Rule(
             self,
             "NewAnnotationsRule",
             description="New annotated data under raw/annotations/ starts retraining (debounced)",
@@ -179,11 +156,11 @@ class MonitoringStack(Stack):
                 detail_type=["Object Created"],
                 detail={
                     "bucket": {"name": [data_lake.lake.bucket_name]},
-                    "object": {"key": [{"prefix": config.lake.raw_annotations}]},
+                    "object": {"key": [{"prefix": self.config.lake.raw_annotations}]},
                 },
             ),
         )
-        self.annotations_rule.add_target(
+        rule.add_target(
             targets.LambdaFunction(
                 self.retraining_function,
                 dead_letter_queue=self.dead_letters,
@@ -191,21 +168,14 @@ class MonitoringStack(Stack):
                 max_event_age=Duration.hours(6),
             )
         )
-
-        self.dashboard = self._dashboard(training_state_machine)
-
-    # ------------------------------------------------------------------ helpers
+        return rule
 
     def _retraining_function(
-        self,
-        data_lake: DataLakeStack,
-        training_state_machine: sfn.IStateMachine,
-        removal: RemovalPolicy,
+        self, data_lake: DataLakeStack, training_state_machine: sfn.IStateMachine
     ) -> lambda_.Function:
-        from stacks.training import build_layer_zip
-
+        """The debounced retraining trigger, with its dead-letter queue (outside the VPC)."""
         prefix = self.config.resource_prefix
-        fn_name = f"{prefix}-retraining-trigger"
+        fn_name = resource_name(self.config, "retraining_trigger")
         self.dead_letters = sqs.Queue(
             self,
             "RetrainingDeadLetters",
@@ -222,95 +192,41 @@ class MonitoringStack(Stack):
             "annotations rule's target; a dead-letter queue for it would only move the same "
             "failed trigger events one hop further.",
         )
-        log_group = logs.LogGroup(
-            self,
-            "RetrainingLogs",
-            log_group_name=f"/aws/lambda/{fn_name}",
-            encryption_key=data_lake.key,
-            removal_policy=removal,
-        )
-        cfn_log = log_group.node.default_child
-        assert isinstance(cfn_log, logs.CfnLogGroup)
-        cfn_log.retention_in_days = self.config.retention.log_group_days
-        role, policy = service_role(
+        fn, _ = pipeline_function(
             self,
             "Retraining",
-            service="lambda.amazonaws.com",
+            config=self.config,
+            function_name=fn_name,
+            code_dir="retraining_trigger",
+            description="Debounced start of the training pipeline (drift, new annotations, manual)",
             role_description=(
                 f"Lambda {fn_name}: start and list executions of the training pipeline"
             ),
-            policy_description=f"Least privilege of Lambda {fn_name}",
             statements=[
                 iam.PolicyStatement(
                     sid="StartAndListTraining",
                     actions=["states:StartExecution", "states:ListExecutions"],
                     resources=[training_state_machine.state_machine_arn],
                 ),
-                iam.PolicyStatement(
-                    sid="WriteOwnLogs",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[log_group.log_group_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="DeadLetters",
-                    actions=["sqs:SendMessage"],
-                    resources=[self.dead_letters.queue_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="EncryptDeadLetters",
-                    actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                    resources=[self.alerts_key.key_arn],
-                ),
             ],
-        )
-        layer = lambda_.LayerVersion(
-            self,
-            "CoreLayer",
-            code=lambda_.Code.from_asset(str(build_layer_zip())),
-            compatible_runtimes=[LAMBDA_RUNTIME],
-            description="clinical_ner core package (the retraining trigger uses stdlib parts)",
-        )
-        fn = lambda_.Function(
-            self,
-            "RetrainingFunction",
-            function_name=fn_name,
-            runtime=LAMBDA_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
-            handler="handler.handler",
-            code=lambda_.Code.from_asset(str(REPO_ROOT / "lambdas" / "retraining_trigger")),
-            layers=[layer],
-            # The managed policy above holds every grant (incl. the DLQ); CDK's automatic
-            # grants would otherwise add an inline policy with the same statements.
-            role=role.without_policy_updates(),
             environment={
                 "TRAINING_STATE_MACHINE_ARN": training_state_machine.state_machine_arn,
                 "COOLDOWN_HOURS": str(self.config.drift.retrain_cooldown_hours),
                 "LOG_LEVEL": "INFO",
             },
+            log_key=data_lake.key,
             memory_size=256,
             timeout=Duration.minutes(1),
+            network=None,
             # One at a time: two triggers can never both pass the debounce check.
-            reserved_concurrent_executions=1,
+            reserved_concurrency=1,
             dead_letter_queue=self.dead_letters,
-            retry_attempts=2,
-            log_group=log_group,
-            description="Debounced start of the training pipeline (drift, new annotations, manual)",
-        )
-        fn.node.add_dependency(policy)
-        acknowledge(
-            fn,
-            "HIPAA.Security-LambdaInsideVPC",
-            "The retraining trigger handles no PHI: it reads alarm names, object keys and "
-            "sizes from its event and calls the Step Functions API. The stage VPC has no "
-            "Step Functions endpoint and no internet route, so inside it the call could not "
-            "be made; outside, the function reaches only the public Step Functions API.",
-        )
-        acknowledge(
-            fn,
-            "AwsSolutions-L1",
-            "The runtime is pinned to Python 3.12, the newest version the core package declares "
-            "and is tested on (pyproject requires-python >=3.11,<3.13); the layer ships that "
-            "code, so the runtime moves together with that pin.",
+            async_retry_attempts=2,
+            outside_vpc_reason="The retraining trigger handles no PHI: it reads alarm names, "
+            "object keys and sizes from its event and calls the Step Functions API. The stage "
+            "VPC has no Step Functions endpoint and no internet route, so inside it the call "
+            "could not be made; outside, the function reaches only the public Step Functions "
+            "API.",
         )
         return fn
 

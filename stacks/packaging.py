@@ -65,3 +65,8 @@ def build_core_zip(
             zf.writestr(info, (root / rel).read_bytes())
     partial.replace(target)
     return target
+
+
+def build_layer_zip(root: Path = REPO_ROOT, out_dir: Path | None = None) -> Path:
+    """The core package as a Lambda layer (``python/clinical_ner/...``), deterministic bytes."""
+    return build_core_zip(root, out_dir, layer=True)

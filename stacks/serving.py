@@ -22,7 +22,6 @@ needs and that does not change per model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Duration, Stack
@@ -37,6 +36,7 @@ from clinical_ner.runtime.capture import endpoint_capture_prefix
 from stacks.checks import acknowledge
 from stacks.data_lake import DataLakeStack
 from stacks.iam_roles import service_role
+from stacks.naming import serving_names
 from stacks.sagemaker_roles import (
     NETWORK_INTERFACES_ACK,
     container_statements,
@@ -50,29 +50,6 @@ LATENCY_PERIODS = 3
 ENDPOINT_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
 
 
-@dataclass(frozen=True)
-class ServingNames:
-    endpoint: str
-    model_role: str
-    alarm_5xx: str
-    alarm_latency: str
-
-    @property
-    def alarms(self) -> tuple[str, str]:
-        return (self.alarm_5xx, self.alarm_latency)
-
-
-def serving_names(config: StageConfig) -> ServingNames:
-    """Fixed physical names, shared by the training stack's deploy Lambda and this stack."""
-    p = config.resource_prefix
-    return ServingNames(
-        endpoint=f"{p}-ner",
-        model_role=f"{p}-sagemaker-model",
-        alarm_5xx=f"{p}-ner-endpoint-5xx",
-        alarm_latency=f"{p}-ner-endpoint-latency-p99",
-    )
-
-
 class ServingStack(Stack):
     def __init__(
         self,
@@ -81,7 +58,7 @@ class ServingStack(Stack):
         *,
         config: StageConfig,
         data_lake: DataLakeStack,
-        training: Any,  # stacks.training.TrainingStack (no import: it imports this module)
+        training: Any,  # stacks.training.TrainingStack: vpc_placement, topic, deploy_role
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, Environment, Tags
+from aws_cdk import App, Aspects, Environment, Tags
 
 from clinical_ner.pipeline.stage_config import CONTEXT_OVERRIDES, StageConfig, load_stage_config
 from stacks.analytics import AnalyticsStack
+from stacks.aspects import StageConventions
 from stacks.checks import add_compliance_checks
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
@@ -153,4 +154,5 @@ def build_app(app: App, config: StageConfig | None = None) -> StageStacks:
         Tags.of(stack).add("stage", config.stage.value)
         Tags.of(stack).add("data-classification", "phi")
     add_compliance_checks(app)
+    Aspects.of(app).add(StageConventions())
     return stacks

@@ -26,14 +26,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import Duration, IgnoreMode, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
@@ -44,11 +43,18 @@ from constructs import Construct
 from clinical_ner.pipeline.stage_config import ApprovalMode, StageConfig
 from clinical_ner.runtime.capture import capture_s3_uri
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
+from stacks.common import (
+    LambdaNetwork,
+    encrypted_log_group,
+    pipeline_function,
+    pipeline_state_machine,
+    stage_key,
+)
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.iam_roles import service_role
-from stacks.lambda_functions import vpc_step_function
-from stacks.packaging import REPO_ROOT, build_core_zip
+from stacks.naming import construct_title, resource_name, serving_names
+from stacks.packaging import REPO_ROOT
 from stacks.retention import removal_policy
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import (
@@ -57,7 +63,6 @@ from stacks.sagemaker_roles import (
     network_interfaces_rule,
     vpc_placement,
 )
-from stacks.serving import serving_names
 from step_functions.training import (
     APPROVAL_TRIGGER,
     PipelineFunctions,
@@ -65,8 +70,6 @@ from step_functions.training import (
     TrainingPipeline,
 )
 
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
-LAMBDA_CONCURRENCY = 5  # the pipeline runs one execution at a time; 5 leaves room for retries
 TRAINING_INSTANCE = "ml.m5.xlarge"
 BAKE_TIME = Duration.minutes(10)
 STATE_MACHINE_TIMEOUT = Duration.hours(12)
@@ -91,11 +94,6 @@ LAKE_PREFIXES = {
 }
 
 
-def build_layer_zip(root: Path = REPO_ROOT, out_dir: Path | None = None) -> Path:
-    """The core package as a Lambda layer (``python/clinical_ner/...``), deterministic bytes."""
-    return build_core_zip(root, out_dir, layer=True)
-
-
 def image_excludes(root: Path = REPO_ROOT) -> list[str]:
     """The Docker build context filter, read from sagemaker_src/Dockerfile.dockerignore."""
     text = (root / "sagemaker_src" / "Dockerfile.dockerignore").read_text()
@@ -106,6 +104,9 @@ def image_excludes(root: Path = REPO_ROOT) -> list[str]:
 
 
 class TrainingStack(Stack):
+    """Exposes `key`, `topic`, `vpc`, `subnets`, `security_group`, `vpc_placement`, `image`,
+    `model_package_group_name`, `training_role`, `functions`, `deploy_role`, `state_machine`."""
+
     def __init__(
         self,
         scope: Construct,
@@ -118,64 +119,45 @@ class TrainingStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
-        lake = config.lake
-        prefix = config.resource_prefix
-        names = serving_names(config)
-        removal = removal_policy(config)
-        partition, region, account = self.partition, self.region, self.account
-        bucket, lake_key = data_lake.lake, data_lake.key
+        self.key, self.topic = self._key_and_topic()
+        self._network()
+        self._image_and_registry()
+        self.training_role = self._training_role(data_lake)
+        tracking_server_arn = self._tracking_server(data_lake)
+        self.experiment_name = config.resource_prefix
+        self._functions(data_lake, tracking_server_arn)
+        self.deploy_role = self.functions["deploy_model"].role
+        self.state_machine = self._state_machine(data_lake, data_prep)
+        self.approval_rule = self._approval_rule()
 
-        # ------------------------------------------------------------ key + topic
-        self.key = kms.Key(
+    def _key_and_topic(self) -> tuple[kms.Key, sns.Topic]:
+        """The pipeline key (topic, Lambda and state-machine logs) and the e-mail topic."""
+        config = self.config
+        key = stage_key(
             self,
             "PipelineKey",
-            alias=f"alias/{prefix}-pipeline",
+            config=config,
+            alias=f"alias/{config.resource_prefix}-pipeline",
             description=f"Clinical NER {config.stage.value}: pipeline topic and logs",
-            enable_key_rotation=True,
-            removal_policy=removal,
-            pending_window=Duration.days(30),
+            cloudwatch_logs=True,
+            cloudwatch_alarms=True,
         )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchLogsOfThisAccount",
-                principals=[iam.ServicePrincipal(f"logs.{region}.amazonaws.com")],
-                actions=[
-                    "kms:Encrypt*",
-                    "kms:Decrypt*",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:DescribeKey",
-                ],
-                resources=["*"],  # in a key policy "*" means this key
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": (
-                            f"arn:{partition}:logs:{region}:{account}:log-group:*"
-                        )
-                    }
-                },
-            )
-        )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarmsToPublish",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": account}},
-            )
-        )
-        self.topic = sns.Topic(
+        topic = sns.Topic(
             self,
             "Notifications",
             display_name=f"Clinical NER {config.stage.value} pipeline",
-            master_key=self.key,
+            master_key=key,
             enforce_ssl=True,
         )
-        self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
+        topic.add_subscription(subs.EmailSubscription(config.alarm_email))
+        return key, topic
 
-        # -------------------------------------------------------------------- VPC
-        flow_logs = self._log_group("VpcFlowLogs", f"/{prefix}/vpc-flow-logs", removal)
+    def _network(self) -> None:
+        """Isolated subnets, the pipeline and endpoint security groups, endpoints, flow logs."""
+        prefix = self.config.resource_prefix
+        flow_logs = encrypted_log_group(
+            self, "VpcFlowLogs", name=f"/{prefix}/vpc-flow-logs", key=self.key, config=self.config
+        )
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -267,7 +249,10 @@ class TrainingStack(Stack):
                 open=False,
             )
 
-        # ------------------------------------------------------------ image + registry
+    def _image_and_registry(self) -> None:
+        """The SageMaker image asset and the stage's model package group."""
+        config = self.config
+        prefix = config.resource_prefix
         self.image = ecr_assets.DockerImageAsset(
             self,
             "SageMakerImage",
@@ -288,18 +273,25 @@ class TrainingStack(Stack):
                 f"Clinical NER (DISEASE/TREATMENT) models, stage {config.stage.value}"
             ),
         )
-        group.apply_removal_policy(removal)
-        sm_arn = f"arn:{partition}:sagemaker:{region}:{account}"
-        group_arn = f"{sm_arn}:model-package-group/{self.model_package_group_name}"
-        packages_arn = f"{sm_arn}:model-package/{self.model_package_group_name}/*"
+        group.apply_removal_policy(removal_policy(config))
 
-        # ------------------------------------------------------------ training role
+    def _registry_arns(self) -> tuple[str, str]:
+        """ARNs of the model package group and of its package versions."""
+        sm_arn = f"arn:{self.partition}:sagemaker:{self.region}:{self.account}"
+        group = self.model_package_group_name
+        return f"{sm_arn}:model-package-group/{group}", f"{sm_arn}:model-package/{group}/*"
+
+    def _training_role(self, data_lake: DataLakeStack) -> iam.Role:
+        """The training job's role: datasets in, models out, in the VPC (findings acknowledged)."""
+        lake = self.config.lake
+        partition, region, account = self.partition, self.region, self.account
+        lake_key = data_lake.key
         # Where SageMaker containers (training, transform, provisioned endpoints) get ENIs.
         self.vpc_placement = vpc_placement(
             self, self.vpc, self.vpc.isolated_subnets, [self.security_group]
         )
         job_logs = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/TrainingJobs"
-        self.training_role, training_policy = service_role(
+        training_role, training_policy = service_role(
             self,
             "TrainingJob",
             service="sagemaker.amazonaws.com",
@@ -355,9 +347,8 @@ class TrainingStack(Stack):
                 ),
             ],
         )
-        self._ack_lake_prefixes(
+        data_lake.acknowledge_prefixes(
             training_policy,
-            data_lake,
             [lake.curated_training, lake.models],
             "The training job reads the dataset version chosen at run time and the production "
             "model's models/<job>/output/model.tar.gz, and writes its own "
@@ -378,18 +369,16 @@ class TrainingStack(Stack):
             "service-owned /aws/sagemaker/TrainingJobs log group; only that group's streams.",
         )
 
-        # ------------------------------------------------------- experiment tracking
-        tracking_server_arn = self._tracking_server(config, data_lake, removal)
-        self.experiment_name = prefix
+        return training_role
 
-        # ----------------------------------------------------------------- Lambdas
-        layer = lambda_.LayerVersion(
-            self,
-            "CoreLayer",
-            code=lambda_.Code.from_asset(str(build_layer_zip())),
-            compatible_runtimes=[LAMBDA_RUNTIME],
-            description="clinical_ner core package (pure Python parts used by the Lambdas)",
-        )
+    def _functions(self, data_lake: DataLakeStack, tracking_server_arn: str) -> None:
+        """The five pipeline steps (`functions`, `function_policies`)."""
+        config = self.config
+        lake = config.lake
+        names = serving_names(config)
+        partition, account = self.partition, self.account
+        bucket, lake_key = data_lake.lake, data_lake.key
+        group_arn, packages_arn = self._registry_arns()
         common_env = {"MODEL_PACKAGE_GROUP": self.model_package_group_name, "LOG_LEVEL": "INFO"}
         env = {
             "resolve_dataset": {**common_env, "LAKE_BUCKET": bucket.bucket_name},
@@ -480,11 +469,16 @@ class TrainingStack(Stack):
         self.function_policies: dict[str, iam.ManagedPolicy] = {}
         for name in FUNCTIONS:
             self.functions[name] = self._function(
-                name, layer, env[name], grants[name], removal, data_lake, LAKE_PREFIXES[name]
+                name, env[name], grants[name], data_lake, LAKE_PREFIXES[name]
             )
-        self.deploy_role = self.functions["deploy_model"].role
 
-        # ------------------------------------------------------------ state machine
+    def _state_machine(
+        self, data_lake: DataLakeStack, data_prep: DataPrepStack
+    ) -> sfn.StateMachine:
+        """The retraining state machine (`step_functions.training`) and its findings."""
+        config = self.config
+        lake, prefix = config.lake, config.resource_prefix
+        bucket, lake_key = data_lake.lake, data_lake.key
         pipeline = TrainingPipeline(
             self,
             "Pipeline",
@@ -511,50 +505,20 @@ class TrainingStack(Stack):
             bake_time=BAKE_TIME,
         )
         self.pipeline = pipeline
-        sm_logs = self._log_group(
-            "StateMachineLogs", f"/aws/vendedlogs/states/{prefix}-training", removal
-        )
-        self.state_machine = sfn.StateMachine(
+        state_machine = pipeline_state_machine(
             self,
-            "StateMachine",
-            state_machine_name=f"{prefix}-training",
-            definition_body=sfn.DefinitionBody.from_chainable(pipeline.definition),
+            config=config,
+            name=resource_name(config, "training"),
+            definition=pipeline.definition,
             timeout=STATE_MACHINE_TIMEOUT,
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=sm_logs, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            log_key=self.key,
             comment="Clinical NER retraining: prepare -> train -> register -> gate -> deploy",
         )
-        self.key.grant(self.state_machine, "kms:GenerateDataKey", "kms:Decrypt")
-        lake_key.grant(self.state_machine, "kms:CreateGrant", "kms:DescribeKey")  # job volume
-
-        # ----------------------------------------------- manual approval continuation
-        self.approval_rule: events.Rule | None = None
-        if config.approval_mode is ApprovalMode.MANUAL:
-            self.approval_rule = start_execution_rule(
-                self,
-                "ApprovalRule",
-                state_machine=self.state_machine,
-                description="A human approved a model package: continue with the deployment",
-                event_pattern=events.EventPattern(
-                    source=["aws.sagemaker"],
-                    detail_type=["SageMaker Model Package State Change"],
-                    detail={
-                        "ModelPackageGroupName": [self.model_package_group_name],
-                        "ModelApprovalStatus": ["Approved"],
-                    },
-                ),
-                execution_input={
-                    "trigger": APPROVAL_TRIGGER,
-                    "model_package_arn": events.EventField.from_path("$.detail.ModelPackageArn"),
-                },
-                retry_attempts=4,
-                max_event_age=Duration.hours(2),
-            )
+        self.key.grant(state_machine, "kms:GenerateDataKey", "kms:Decrypt")
+        lake_key.grant(state_machine, "kms:CreateGrant", "kms:DescribeKey")  # job volume
         acknowledge_state_machine_policy(
             self,
-            self.state_machine,
+            state_machine,
             self.functions,
             integrations="Lambda, Glue job, topic, training role and key",
             job_resource="training-job/*",
@@ -563,12 +527,38 @@ class TrainingStack(Stack):
             "them, so the grant covers training jobs in this account and region only.",
         )
 
+        return state_machine
+
+    def _approval_rule(self) -> events.Rule | None:
+        """Manual approval mode: a human's approval of a package continues with the deploy."""
+        if self.config.approval_mode is not ApprovalMode.MANUAL:
+            return None
+        return start_execution_rule(
+            self,
+            "ApprovalRule",
+            state_machine=self.state_machine,
+            description="A human approved a model package: continue with the deployment",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Model Package State Change"],
+                detail={
+                    "ModelPackageGroupName": [self.model_package_group_name],
+                    "ModelApprovalStatus": ["Approved"],
+                },
+            ),
+            execution_input={
+                "trigger": APPROVAL_TRIGGER,
+                "model_package_arn": events.EventField.from_path("$.detail.ModelPackageArn"),
+            },
+            retry_attempts=4,
+            max_event_age=Duration.hours(2),
+        )
+
     # ---------------------------------------------------------------- helpers
 
-    def _tracking_server(
-        self, config: StageConfig, data_lake: DataLakeStack, removal: RemovalPolicy
-    ) -> str:
+    def _tracking_server(self, data_lake: DataLakeStack) -> str:
         """The managed MLflow tracking server and its role; returns the server's ARN."""
+        config = self.config
         lake = config.lake
         role, policy = service_role(
             self,
@@ -595,9 +585,8 @@ class TrainingStack(Stack):
                 ),
             ],
         )
-        self._ack_lake_prefixes(
+        data_lake.acknowledge_prefixes(
             policy,
-            data_lake,
             [lake.experiments],
             "The tracking server names artifact keys per experiment and run "
             "(mlflow/<experiment id>/<run id>/...) at run time; the wildcard covers exactly "
@@ -616,65 +605,42 @@ class TrainingStack(Stack):
             weekly_maintenance_window_start="Sun:03:00",
         )
         server.node.add_dependency(policy)
-        server.apply_removal_policy(removal)
+        server.apply_removal_policy(removal_policy(config))
         self.tracking_server = server
         return server.attr_tracking_server_arn
-
-    def _log_group(self, cid: str, name: str, removal: RemovalPolicy) -> logs.LogGroup:
-        group = logs.LogGroup(
-            self, cid, log_group_name=name, encryption_key=self.key, removal_policy=removal
-        )
-        cfn = group.node.default_child
-        assert isinstance(cfn, logs.CfnLogGroup)
-        cfn.retention_in_days = self.config.retention.log_group_days
-        return group
 
     def _function(
         self,
         name: str,
-        layer: lambda_.ILayerVersion,
         environment: dict[str, str],
         statements: list[iam.PolicyStatement],
-        removal: RemovalPolicy,
         data_lake: DataLakeStack,
         lake_prefixes: tuple[str, ...],
     ) -> lambda_.Function:
-        prefix = self.config.resource_prefix
-        title = "".join(p.title() for p in name.split("_"))
-        fn_name = f"{prefix}-{name.replace('_', '-')}"
-        log_group = self._log_group(f"{title}Logs", f"/aws/lambda/{fn_name}", removal)
-        fn, policy = vpc_step_function(
+        fn_name = resource_name(self.config, name)
+        fn, policy = pipeline_function(
             self,
-            title,
+            construct_title(name),
+            config=self.config,
             function_name=fn_name,
-            pipeline="training",
             code_dir=name,
-            handler="handler.handler",
-            runtime=LAMBDA_RUNTIME,
-            layers=[layer],
-            environment=environment,
+            description=f"Training pipeline step {name} (thin handler over clinical_ner)",
+            role_description=f"Lambda {fn_name} of the training pipeline",
             statements=statements,
-            log_group=log_group,
-            vpc=self.vpc,
-            subnets=self.subnets,
-            security_group=self.security_group,
+            environment=environment,
+            log_key=self.key,
             memory_size=512 if name == "register_model" else 256,
             timeout=Duration.minutes(3),
-            reserved_concurrency=LAMBDA_CONCURRENCY,
-            description=f"Training pipeline step {name} (thin handler over clinical_ner)",
+            network=LambdaNetwork(self.vpc, self.subnets, self.security_group),
             star_reason="A Lambda function in a VPC manages its network interfaces through EC2 "
             "actions that support no resource-level permissions (AWS documents Resource * for "
             "them); the same holds for sagemaker:ListModelPackages where the function lists "
             "the group.",
-            runtime_reason="The runtime is pinned to Python 3.12, the newest version the core "
-            "package declares and is tested on (pyproject requires-python >=3.11,<3.13); the "
-            "layer ships that code, so the runtime moves together with that pin.",
         )
         self.function_policies[name] = policy
-        self._ack_lake_prefixes(
+        data_lake.acknowledge_prefixes(
             policy,
-            data_lake,
-            list(lake_prefixes),
+            lake_prefixes,
             f"Lambda {fn_name} reads (and for register_model writes metrics.json beside) "
             "objects whose keys are generated per run (training job names, dataset versions); "
             "the wildcard covers exactly that lake prefix.",
@@ -682,19 +648,11 @@ class TrainingStack(Stack):
         if any("sagemaker:" in a for s in statements for a in s.actions):
             acknowledge(
                 policy,
-                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{self.config.resource_prefix}-ner/*]",
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{self.model_package_group_name}/*]",
                 "Model package versions are numbered by SageMaker at registration; the wildcard "
                 "covers the versions of this stage's one model package group.",
             )
         return fn
-
-    def _ack_lake_prefixes(
-        self, policy: iam.ManagedPolicy, data_lake: DataLakeStack, prefixes: list[str], why: str
-    ) -> None:
-        for p in prefixes:
-            acknowledge(
-                policy, f"AwsSolutions-IAM5[Resource::{data_lake.nag_object_resource(p)}]", why
-            )
 
 
 class StaticS3Location(tasks.S3Location):

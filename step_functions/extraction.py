@@ -11,7 +11,9 @@
 
 Every Task retries transient errors with backoff and catches everything else into ``$.error``
 -> NotifyFailure (SNS: execution id, failed state's error name; no cause text, which could
-quote a container's output) -> Fail. Nothing in the definition deletes or moves input: a
+quote a container's output) -> Fail (`step_functions.base`, shared with the training
+machine). ValidateNotes waits longer for a concurrent validate run (`GLUE_BUSY_RETRY`).
+Nothing in the definition deletes or moves input: a
 failed run leaves ``raw/notes/`` and the curated notes untouched, and is re-run by starting an
 execution with ``{"rerun_run_id": "<run id of the failed execution>"}``, which skips
 validation (the Glue ledger has already admitted those notes) and extracts that run's notes.
@@ -26,26 +28,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aws_cdk import Duration, Size
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from clinical_ner.pipeline.aws_runtime import TRANSIENT_ERROR
 from clinical_ner.runtime.serve import JSONLINES
-
-RETRYABLE_LAMBDA = [
-    TRANSIENT_ERROR,
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
-]
-GLUE_RETRYABLE = ["Glue.ThrottlingException", "Glue.ConcurrentRunsExceededException"]
-SAGEMAKER_RETRYABLE = ["SageMaker.ThrottlingException"]
-SNS_RETRYABLE = ["SNS.ThrottledException", "SNS.InternalErrorException"]
+from step_functions.base import (
+    GLUE_BUSY_RETRY,
+    GLUE_RETRYABLE,
+    SAGEMAKER_RETRYABLE,
+    PipelineDefinition,
+)
 
 
 @dataclass(frozen=True)
@@ -59,13 +57,13 @@ class TransformSettings:
 
 @dataclass(frozen=True)
 class ExtractionFunctions:
-    stage: lambda_.IFunction
-    resolve_model: lambda_.IFunction
-    publish: lambda_.IFunction
-    monitor: lambda_.IFunction
+    stage: lambda_.Function
+    resolve_model: lambda_.Function
+    publish: lambda_.Function
+    monitor: lambda_.Function
 
 
-class ExtractionPipeline(Construct):
+class ExtractionPipeline(PipelineDefinition):
     """Builds `definition`; the stack wraps it in a StateMachine."""
 
     def __init__(
@@ -77,37 +75,24 @@ class ExtractionPipeline(Construct):
         functions: ExtractionFunctions,
         topic: sns.ITopic,
         transform: TransformSettings,
-        volume_key: object,
-        output_key: object,
+        volume_key: kms.IKey,
+        output_key: kms.IKey,
         transform_role: iam.IRole,
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.tasks: list[sfn.TaskStateBase] = []
-        failed = sfn.Fail(
-            self,
-            "ExtractionFailed",
-            error="ExtractionFailed",
-            cause="an extraction step failed; see the SNS notification and execution history",
-        )
-        self.notify_failure = tasks.SnsPublish(
-            self,
-            "NotifyFailure",
+        super().__init__(
+            scope,
+            construct_id,
             topic=topic,
-            subject="Clinical NER extraction FAILED",
-            message=sfn.TaskInput.from_object(
-                {
-                    "event": "extraction_failed",
-                    "execution": sfn.JsonPath.execution_id,
-                    "run_id": sfn.JsonPath.string_at("$.run.run_id"),
-                    "error": sfn.JsonPath.string_at("$.error.Error"),
-                    "rerun_input": {"rerun_run_id": sfn.JsonPath.string_at("$.run.run_id")},
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
+            failed_state="ExtractionFailed",
+            failed_cause="an extraction step failed; see the SNS notification and execution "
+            "history",
+            failure_subject="Clinical NER extraction FAILED",
+            failure_event="extraction_failed",
+            failure_context={"run_id": sfn.JsonPath.string_at("$.run.run_id")},
+            failure_follow_up={
+                "rerun_input": {"rerun_run_id": sfn.JsonPath.string_at("$.run.run_id")}
+            },
         )
-        _retry(self.notify_failure, SNS_RETRYABLE)
-        self.notify_failure.add_catch(failed, result_path="$.notify_error")
-        self.notify_failure.next(failed)
 
         set_run_id = sfn.Pass(
             self,
@@ -135,16 +120,15 @@ class ExtractionPipeline(Construct):
             },
             result_path="$.validate",
         )
-        _retry(validate, GLUE_RETRYABLE, attempts=6, interval=Duration.seconds(30))
-        self._catch(validate)
+        self.guard(validate, GLUE_RETRYABLE, GLUE_BUSY_RETRY)
 
-        stage = self._lambda(
+        stage = self.lambda_task(
             "StageTransformInput",
             functions.stage,
             {"run_id": sfn.JsonPath.string_at("$.run.run_id")},
             "$.stage",
         )
-        resolve = self._lambda("ResolveModel", functions.resolve_model, {}, "$.model")
+        resolve = self.lambda_task("ResolveModel", functions.resolve_model, {}, "$.model")
         batch = tasks.SageMakerCreateTransformJob(
             self,
             "BatchTransform",
@@ -168,12 +152,13 @@ class ExtractionPipeline(Construct):
                 s3_output_path=sfn.JsonPath.string_at("$.stage.output_uri"),
                 accept=JSONLINES,
                 assemble_with=tasks.AssembleWith.LINE,
-                encryption_key=output_key,  # type: ignore[arg-type]
+                encryption_key=output_key,
             ),
             transform_resources=tasks.TransformResources(
                 instance_count=transform.instance_count,
-                instance_type=_instance_type(transform.instance_type),
-                volume_encryption_key=volume_key,  # type: ignore[arg-type]
+                # "ml.m5.xlarge" -> InstanceType("m5.xlarge"); the task adds the "ml." prefix.
+                instance_type=ec2.InstanceType(transform.instance_type.removeprefix("ml.")),
+                volume_encryption_key=volume_key,
             ),
             result_selector={
                 "job_name": sfn.JsonPath.string_at("$.TransformJobName"),
@@ -186,10 +171,9 @@ class ExtractionPipeline(Construct):
             else transform_role,
             task_timeout=sfn.Timeout.duration(transform.timeout),
         )
-        _retry(batch, SAGEMAKER_RETRYABLE)
-        self._catch(batch)
+        self.guard(batch, SAGEMAKER_RETRYABLE)
 
-        publish = self._lambda(
+        publish = self.lambda_task(
             "PublishExtractions",
             functions.publish,
             {
@@ -200,7 +184,7 @@ class ExtractionPipeline(Construct):
             },
             "$.publish",
         )
-        monitor = self._lambda(
+        monitor = self.lambda_task(
             "MonitorDrift",
             functions.monitor,
             {
@@ -230,48 +214,3 @@ class ExtractionPipeline(Construct):
             .when(sfn.Condition.is_present("$.rerun_run_id"), set_rerun_id)
             .otherwise(set_run_id)
         )
-
-    def _catch(self, task: sfn.TaskStateBase) -> None:
-        task.add_catch(self.notify_failure, errors=["States.ALL"], result_path="$.error")
-        self.tasks.append(task)
-
-    def _lambda(
-        self, state_id: str, fn: lambda_.IFunction, payload: dict, result_path: str
-    ) -> tasks.LambdaInvoke:
-        task = tasks.LambdaInvoke(
-            self,
-            state_id,
-            lambda_function=fn,
-            payload=sfn.TaskInput.from_object(payload),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_path=result_path,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(15)),
-        )
-        _retry(task, [*RETRYABLE_LAMBDA, "States.Timeout"])
-        self._catch(task)
-        return task
-
-
-def _retry(
-    task: sfn.TaskStateBase,
-    errors: list[str],
-    *,
-    attempts: int = 4,
-    interval: Duration | None = None,
-) -> None:
-    task.add_retry(
-        errors=errors,
-        interval=interval or Duration.seconds(5),
-        max_attempts=attempts,
-        backoff_rate=2.0,
-        max_delay=Duration.minutes(5),
-        jitter_strategy=sfn.JitterType.FULL,
-    )
-
-
-def _instance_type(name: str) -> object:
-    from aws_cdk import aws_ec2 as ec2
-
-    # "ml.m5.xlarge" -> ec2.InstanceType("m5.xlarge"); the task adds the "ml." prefix.
-    return ec2.InstanceType(name.removeprefix("ml."))

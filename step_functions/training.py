@@ -29,7 +29,8 @@
         healthy -> NotifyDeployed -> Succeed;  rolled_back -> NotifyRolledBack -> Fail
 
 Every Task retries transient errors (throttling, Lambda service errors, ``TransientAwsError``)
-with backoff and catches everything else into ``$.error`` -> NotifyFailure (SNS) -> Fail.
+with backoff and catches everything else into ``$.error`` -> NotifyFailure (SNS) -> Fail
+(`step_functions.base`: one retry policy and failure path for both machines).
 
 The definition uses only Task, Choice, Pass, Wait, Succeed and Fail with JSONPath
 InputPath/Parameters/ResultSelector/ResultPath and the ``States.Format`` intrinsic (for the
@@ -51,28 +52,12 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from clinical_ner.model.recipes import get_recipe
-from clinical_ner.pipeline.aws_runtime import ENDPOINT_BUSY_ERROR, TRANSIENT_ERROR
+from clinical_ner.pipeline.aws_runtime import ENDPOINT_BUSY_ERROR
 from clinical_ner.pipeline.registry import LATEST, TRIGGERS
 from clinical_ner.pipeline.stage_config import ApprovalMode
+from step_functions.base import GLUE_RETRYABLE, SAGEMAKER_RETRYABLE, PipelineDefinition
 
 APPROVAL_TRIGGER = "approval"
-RETRYABLE_AWS_ERRORS = [
-    TRANSIENT_ERROR,
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
-]
-# Service-integration errors worth a retry: throttling and SageMaker's generic API error (its
-# cause carries the code; a validation error fails again after the few attempts below).
-SERVICE_THROTTLING = [
-    "Glue.ThrottlingException",
-    "Glue.ConcurrentRunsExceededException",
-    "SageMaker.ThrottlingException",
-    "SageMaker.AmazonSageMakerException",
-    "SNS.ThrottledException",
-    "SNS.InternalErrorException",
-]
 # Label-independent names only: MetricDefinitions are fixed at synth time, but the label set
 # is the trained model's own (per-label F1 is in its metrics.json, which the gate reads).
 TRAINING_METRICS = ("dev_f1", "test_f1", "dev_min_label_f1", "test_min_label_f1")
@@ -95,14 +80,14 @@ class TrainingJobSettings:
 
 @dataclass(frozen=True)
 class PipelineFunctions:
-    resolve_dataset: lambda_.IFunction
-    register_model: lambda_.IFunction
-    gate_model: lambda_.IFunction
-    approve_or_reject: lambda_.IFunction
-    deploy_model: lambda_.IFunction
+    resolve_dataset: lambda_.Function
+    register_model: lambda_.Function
+    gate_model: lambda_.Function
+    approve_or_reject: lambda_.Function
+    deploy_model: lambda_.Function
 
 
-class TrainingPipeline(Construct):
+class TrainingPipeline(PipelineDefinition):
     """Builds `definition` (the chain); the stack wraps it in a StateMachine."""
 
     def __init__(
@@ -118,38 +103,18 @@ class TrainingPipeline(Construct):
         bake_time: Duration | None = None,
         poll_interval: Duration | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(
+            scope,
+            construct_id,
+            topic=topic,
+            failed_state="PipelineFailed",
+            failed_cause="a pipeline step failed; see the SNS notification and the execution "
+            "history",
+            failure_subject="Clinical NER training pipeline FAILED",
+            failure_event="pipeline_failed",
+        )
         bake_time = bake_time or Duration.minutes(10)
         poll_interval = poll_interval or Duration.minutes(1)
-        self.topic = topic
-        self.tasks: list[sfn.TaskStateBase] = []
-
-        # -------------------------------------------------------------- failure path
-        failed = sfn.Fail(
-            self,
-            "PipelineFailed",
-            error="PipelineFailed",
-            cause="a pipeline step failed; see the SNS notification and the execution history",
-        )
-        self.notify_failure = tasks.SnsPublish(
-            self,
-            "NotifyFailure",
-            topic=topic,
-            subject="Clinical NER training pipeline FAILED",
-            message=sfn.TaskInput.from_object(
-                {
-                    "event": "pipeline_failed",
-                    "execution": sfn.JsonPath.execution_id,
-                    # The error name only: a service's cause text (a Spark or container
-                    # message) could quote data; it stays in the access-controlled history.
-                    "error": sfn.JsonPath.string_at("$.error.Error"),
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        self._retry(self.notify_failure, SERVICE_THROTTLING)
-        self.notify_failure.add_catch(failed, result_path="$.notify_error")
-        self.notify_failure.next(failed)
 
         # ----------------------------------------------------------------- training
         prepare = tasks.GlueStartJobRun(
@@ -162,7 +127,7 @@ class TrainingPipeline(Construct):
             result_path="$.prepare",
             task_timeout=sfn.Timeout.duration(Duration.hours(3)),
         )
-        resolve = self._lambda(
+        resolve = self.lambda_task(
             "ResolveDataset",
             functions.resolve_dataset,
             {"dataset_version": sfn.JsonPath.string_at("$.dataset_version")},
@@ -172,7 +137,7 @@ class TrainingPipeline(Construct):
         train_against_production = self._training_job(
             "TrainAgainstProduction", training, against_production=True
         )
-        register = self._lambda(
+        register = self.lambda_task(
             "Register",
             functions.register_model,
             {
@@ -183,7 +148,7 @@ class TrainingPipeline(Construct):
             },
             "$.register",
         )
-        gate = self._lambda(
+        gate = self.lambda_task(
             "Gate",
             functions.gate_model,
             {"model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn")},
@@ -191,7 +156,7 @@ class TrainingPipeline(Construct):
         )
 
         def decision(state_id: str, action: str) -> tasks.LambdaInvoke:
-            return self._lambda(
+            return self.lambda_task(
                 state_id,
                 functions.approve_or_reject,
                 {
@@ -203,7 +168,7 @@ class TrainingPipeline(Construct):
             )
 
         # ----------------------------------------------------------------- deployment
-        deploy = self._lambda(
+        deploy = self.lambda_task(
             "Deploy",
             functions.deploy_model,
             {
@@ -211,23 +176,23 @@ class TrainingPipeline(Construct):
                 "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
             },
             "$.deployment",
-            extra_retry=[ENDPOINT_BUSY_ERROR],
+            busy_errors=[ENDPOINT_BUSY_ERROR],
         )
         wait_endpoint = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(poll_interval))
-        endpoint_status = self._lambda(
+        endpoint_status = self.lambda_task(
             "EndpointStatus",
             functions.deploy_model,
             {"action": "status", "deployment": sfn.JsonPath.object_at("$.deployment")},
             "$.deployment",
         )
         bake = sfn.Wait(self, "BakeWait", time=sfn.WaitTime.duration(bake_time))
-        verify = self._lambda(
+        verify = self.lambda_task(
             "VerifyDeployment",
             functions.deploy_model,
             {"action": "verify", "deployment": sfn.JsonPath.object_at("$.deployment")},
             "$.deployment",
         )
-        notify_deployed = self._notify(
+        notify_deployed = self.notify(
             "NotifyDeployed",
             "Clinical NER model deployed",
             {
@@ -239,7 +204,7 @@ class TrainingPipeline(Construct):
             },
         )
         notify_deployed.next(sfn.Succeed(self, "Deployed"))
-        notify_rolled_back = self._notify(
+        notify_rolled_back = self.notify(
             "NotifyRolledBack",
             "Clinical NER deployment ROLLED BACK",
             {
@@ -302,7 +267,7 @@ class TrainingPipeline(Construct):
 
         # -------------------------------------------------------------- gate routing
         reject = decision("Reject", "reject")
-        notify_rejected = self._notify(
+        notify_rejected = self.notify(
             "NotifyRejected",
             "Clinical NER candidate model rejected by the gate",
             {
@@ -322,7 +287,7 @@ class TrainingPipeline(Construct):
             on_pass.next(deploy)  # type: ignore[attr-defined]
         else:
             pending = decision("MarkPendingApproval", "pending")
-            notify_pending = self._notify(
+            notify_pending = self.notify(
                 "NotifyApprovalNeeded",
                 "Clinical NER model awaiting approval",
                 {
@@ -417,69 +382,9 @@ class TrainingPipeline(Construct):
             )
             .otherwise(invalid)
         )
-        self._retry(prepare, SERVICE_THROTTLING)
-        self._catch_all(prepare, train, train_against_production)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _retry(self, task: sfn.TaskStateBase, errors: list[str]) -> None:
-        task.add_retry(
-            errors=errors,
-            interval=Duration.seconds(5),
-            max_attempts=4,
-            backoff_rate=2.0,
-            max_delay=Duration.minutes(2),
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-
-    def _catch_all(self, *states: sfn.TaskStateBase) -> None:
-        for state in states:
-            state.add_catch(self.notify_failure, errors=["States.ALL"], result_path="$.error")
-            self.tasks.append(state)
-
-    def _lambda(
-        self,
-        state_id: str,
-        fn: lambda_.IFunction,
-        payload: dict,
-        result_path: str,
-        *,
-        extra_retry: list[str] | None = None,
-    ) -> tasks.LambdaInvoke:
-        task = tasks.LambdaInvoke(
-            self,
-            state_id,
-            lambda_function=fn,
-            payload=sfn.TaskInput.from_object(payload),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_path=result_path,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
-        )
-        self._retry(task, [*RETRYABLE_AWS_ERRORS, "States.Timeout"])
-        if extra_retry:
-            task.add_retry(
-                errors=extra_retry,
-                interval=Duration.minutes(2),
-                max_attempts=10,
-                backoff_rate=1.5,
-                max_delay=Duration.minutes(15),
-            )
-        self._catch_all(task)
-        return task
-
-    def _notify(self, state_id: str, subject: str, message: dict) -> tasks.SnsPublish:
-        task = tasks.SnsPublish(
-            self,
-            state_id,
-            topic=self.topic,
-            subject=subject,
-            message=sfn.TaskInput.from_object(message),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        self._retry(task, SERVICE_THROTTLING)
-        self._catch_all(task)
-        return task
+        self.guard(prepare, GLUE_RETRYABLE)
+        self.guard(train, SAGEMAKER_RETRYABLE)
+        self.guard(train_against_production, SAGEMAKER_RETRYABLE)
 
     def _training_job(
         self, state_id: str, t: TrainingJobSettings, *, against_production: bool
@@ -549,5 +454,4 @@ class TrainingPipeline(Construct):
             result_path="$.training",
         )
         job.add_security_group(t.security_group)
-        self._retry(job, SERVICE_THROTTLING)
         return job

@@ -151,18 +151,24 @@ def model_metadata_problem(model_dir: str | os.PathLike[str]) -> str | None:
     ``calibration`` map, and ``metrics.json``. A raw spaCy ``model-best`` has neither, so its
     confidences would be uncalibrated (1.0 for nearly every entity) and unversioned.
     """
-    from clinical_ner.model.inference import MODEL_CARD_FILE
-    from clinical_ner.model.training import METRICS_FILE
+    from clinical_ner.model.contracts import (
+        METRICS_FILE,
+        MODEL_CARD_FILE,
+        ContractError,
+        read_model_card_file,
+    )
 
     path = Path(model_dir)
     card_path = path / MODEL_CARD_FILE
     if not card_path.is_file():
         return f"{path} has no {MODEL_CARD_FILE} (not trained by clinical-ner train)"
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        card = read_model_card_file(card_path)
+    except ContractError as exc:  # not JSON, not an object, a newer schema; names the file
+        return str(exc)
+    except OSError as exc:
         return f"{card_path} is unreadable: {type(exc).__name__}"
-    calibration = card.get("calibration") if isinstance(card, dict) else None
+    calibration = card.get("calibration")
     if not (
         isinstance(calibration, dict)
         and isinstance(calibration.get("x"), list)

@@ -17,6 +17,12 @@ What a profile holds (all per window):
 - ``entities``: entity counts per label, entities per 100 tokens per label (density), the label
   mix, a histogram of confidences on fixed edges (0.1 steps), the share of notes with no entity
   and the share of negated entities.
+- ``token_rule`` (schema 2): the token regular expression that made every count above.
+
+The format is the typed `clinical_ner.model.contracts.DriftProfile` (``schema_version`` 2), read
+by `contracts.read_profile` (used here on every profile given to `build_profile` and `compare`),
+which migrates a stored profile of an older schema (a v1 training baseline or production
+reference still loads) and refuses one of a newer schema.
 
 Tokens are the model's own tokens (`model.tokenization.tokenize_offsets`). Densities are
 per 100 of those tokens (punctuation included, as the model sees it). The vocabulary and the OOV
@@ -70,16 +76,48 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from clinical_ner.model.contracts import (
+    BASELINE_FILE,
+    PROFILE_KIND_BASELINE,
+    PROFILE_KIND_WINDOW,
+    PROFILE_SCHEMA_VERSION,
+    DriftProfile,
+    EntityStats,
+    OovStats,
+    ProfileError,
+    Vocabulary,
+    dump_profile,
+    load_profile,
+    read_profile,
+    save_profile,
+    validate_profile,
+)
 from clinical_ner.model.tokenization import TOKEN_PATTERN
 
-PROFILE_SCHEMA_VERSION = 1
-PROFILE_KIND_BASELINE = "baseline"
-PROFILE_KIND_WINDOW = "window"
-BASELINE_FILE = "drift_baseline.json"
+# The profile's format, reader and writer live in `clinical_ner.model.contracts` (versioned,
+# with migrations); re-exported here, where profiles are made.
+__all__ = [
+    "BASELINE_FILE",
+    "PROFILE_KIND_BASELINE",
+    "PROFILE_KIND_WINDOW",
+    "PROFILE_SCHEMA_VERSION",
+    "DriftProfile",
+    "ProfileError",
+    "build_profile",
+    "checked_pair",
+    "compare",
+    "dump_profile",
+    "load_profile",
+    "psi",
+    "read_profile",
+    "reference_id",
+    "save_profile",
+    "validate_profile",
+]
 
 DEFAULT_LENGTH_BINS = 10
 DEFAULT_VOCAB_SIZE = 20_000
@@ -96,8 +134,14 @@ DENSITY_FLOOR = 0.1
 _WORD = re.compile(r"[^\W\d_]")
 
 
-class ProfileError(ValueError):
-    """A profile is malformed or does not match the baseline it is compared with."""
+class _EntityLike(Protocol):
+    """What a profile needs of a predicted entity (`PredictedEntity` has it)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def confidence(self) -> float: ...
 
 
 # --------------------------------------------------------------------------- statistics
@@ -171,12 +215,12 @@ def _text_half(text: str) -> int:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[0] & 1
 
 
-def _entity_fields(entity: object) -> tuple[str, float, bool]:
+def _entity_fields(entity: _EntityLike | Mapping[str, Any]) -> tuple[str, float, bool]:
     if isinstance(entity, Mapping):
         return str(entity["label"]), float(entity["confidence"]), bool(entity.get("negated"))
     return (
-        str(entity.label),  # type: ignore[attr-defined]
-        float(entity.confidence),  # type: ignore[attr-defined]
+        str(entity.label),
+        float(entity.confidence),
         bool(getattr(entity, "negated", False)),
     )
 
@@ -185,12 +229,12 @@ def _share(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
-def reference_id(profile: Mapping[str, object]) -> str:
+def reference_id(profile: DriftProfile) -> str:
     """Fingerprint of what a window must share with a baseline: bin edges, vocabulary, labels."""
     keyed = {
-        "length_edges": profile["note_length"]["edges"],  # type: ignore[index]
-        "confidence_edges": profile["entities"]["confidence"]["edges"],  # type: ignore[index]
-        "vocabulary": profile["vocabulary"]["tokens"],  # type: ignore[index]
+        "length_edges": profile["note_length"]["edges"],
+        "confidence_edges": profile["entities"]["confidence"]["edges"],
+        "vocabulary": profile["vocabulary"]["tokens"],
         "labels": profile["labels"],
     }
     blob = json.dumps(keyed, sort_keys=True, separators=(",", ":")).encode()
@@ -199,9 +243,9 @@ def reference_id(profile: Mapping[str, object]) -> str:
 
 def build_profile(
     texts: Iterable[str],
-    entity_predictions: Iterable[Sequence[object]],
+    entity_predictions: Iterable[Sequence[_EntityLike | Mapping[str, Any]]],
     *,
-    reference: Mapping[str, object] | None = None,
+    reference: Mapping[str, Any] | None = None,
     labels: Sequence[str] | None = None,
     length_bins: int = DEFAULT_LENGTH_BINS,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
@@ -209,20 +253,22 @@ def build_profile(
     model_version: str | None = None,
     created_at: str | None = None,
     lexicon: Collection[str] | None = None,
-) -> dict[str, object]:
+) -> DriftProfile:
     """Profile a window of notes and the model's entities on them (one list per note).
 
     Entities are `PredictedEntity` objects or mappings with ``label``, ``confidence`` and
     optionally ``negated`` (e.g. rows of the entities table). Without `reference` this builds a
     baseline (own length edges, vocabulary, held-out OOV); with it, a window profile on the
     reference's edges and vocabulary, comparable with it through `compare`. With `lexicon`
-    (baseline only) a vocabulary word must also be in it (PHI, see the module doc).
+    (baseline only) a vocabulary word must also be in it (PHI, see the module doc). A
+    `reference` of an older profile schema is migrated (`contracts.read_profile`).
     """
     if reference is not None and lexicon is not None:
         raise ValueError("lexicon applies to a baseline, not to a window profile")
+    ref: DriftProfile | None = None
     if reference is not None:
-        validate_profile(reference)
-        if reference["kind"] != PROFILE_KIND_BASELINE:
+        ref = read_profile(reference, "reference profile")
+        if ref["kind"] != PROFILE_KIND_BASELINE:
             raise ProfileError("reference must be a baseline profile")
     if min_doc_freq < MIN_DOC_FREQ_FLOOR:
         raise ValueError(f"min_doc_freq must be >= {MIN_DOC_FREQ_FLOOR} (PHI protection)")
@@ -241,8 +287,8 @@ def build_profile(
     seen_a: set[bytes] = set()
     held_out: Counter[str] = Counter()
     ref_vocab: frozenset[str] = frozenset()
-    if reference is not None:
-        ref_vocab = frozenset(reference["vocabulary"]["tokens"])  # type: ignore[index]
+    if ref is not None:
+        ref_vocab = frozenset(ref["vocabulary"]["tokens"])
     window_words = 0
     window_oov = 0
 
@@ -250,7 +296,7 @@ def build_profile(
         lengths.append(len(text))
         token_total += sum(1 for _ in TOKEN_PATTERN.finditer(text))
         words = word_tokens(text)
-        if reference is not None:
+        if ref is not None:
             window_words += len(words)
             window_oov += sum(1 for w in words if w not in ref_vocab)
         elif _text_half(text) == 0:
@@ -272,11 +318,15 @@ def build_profile(
     if notes == 0:
         raise ValueError("cannot profile an empty window")
 
-    if reference is not None:
-        length_edges = list(reference["note_length"]["edges"])  # type: ignore[index]
-        all_labels = sorted(set(reference["labels"]) | set(label_counts))  # type: ignore[arg-type]
-        vocabulary: dict[str, object] = {"reference_id": reference_id(reference)}
-        oov = {"word_tokens": window_words, "oov_tokens": window_oov}
+    if ref is not None:
+        length_edges = list(ref["note_length"]["edges"])
+        all_labels = sorted(set(ref["labels"]) | set(label_counts))
+        vocabulary: Vocabulary = {"reference_id": reference_id(ref)}
+        oov: OovStats = {
+            "word_tokens": window_words,
+            "oov_tokens": window_oov,
+            "rate": _share(window_oov, window_words),
+        }
     else:
         length_edges = quantile_edges(lengths, length_bins)
         all_labels = sorted(set(labels or ()) | set(label_counts))
@@ -300,15 +350,39 @@ def build_profile(
             "eligible_tokens": len(eligible),
             "lexicon_words": len(public) if public is not None else None,
         }
-        oov = {"word_tokens": held_words, "oov_tokens": held_oov, "measured_on": "held-out half"}
-    oov["rate"] = _share(oov["oov_tokens"], oov["word_tokens"])  # type: ignore[arg-type]
+        oov = {
+            "word_tokens": held_words,
+            "oov_tokens": held_oov,
+            "measured_on": "held-out half",
+            "rate": _share(held_oov, held_words),
+        }
 
     entity_total = sum(label_counts.values())
-    profile: dict[str, object] = {
+    entity_stats: EntityStats = {
+        "total": entity_total,
+        "counts": {label: label_counts.get(label, 0) for label in all_labels},
+        "per_100_tokens": {
+            label: (100.0 * label_counts.get(label, 0) / token_total if token_total else 0.0)
+            for label in all_labels
+        },
+        "label_mix": {
+            label: _share(label_counts.get(label, 0), entity_total) for label in all_labels
+        },
+        "confidence": {
+            "edges": list(CONFIDENCE_EDGES),
+            "counts": histogram(confidences, CONFIDENCE_EDGES),
+        },
+        "notes_without_entity": notes_without_entity,
+        "no_entity_share": notes_without_entity / notes,
+        "negated": negated,
+        "negated_share": _share(negated, entity_total),
+    }
+    profile: DriftProfile = {
         "schema_version": PROFILE_SCHEMA_VERSION,
-        "kind": PROFILE_KIND_WINDOW if reference is not None else PROFILE_KIND_BASELINE,
+        "kind": PROFILE_KIND_WINDOW if ref is not None else PROFILE_KIND_BASELINE,
         "created_at": created_at or datetime.now(UTC).isoformat(timespec="seconds"),
         "model_version": model_version,
+        "token_rule": TOKEN_PATTERN.pattern,
         "notes": notes,
         "tokens": token_total,
         "labels": all_labels,
@@ -322,62 +396,10 @@ def build_profile(
         },
         "vocabulary": vocabulary,
         "oov": oov,
-        "entities": {
-            "total": entity_total,
-            "counts": {label: label_counts.get(label, 0) for label in all_labels},
-            "per_100_tokens": {
-                label: (100.0 * label_counts.get(label, 0) / token_total if token_total else 0.0)
-                for label in all_labels
-            },
-            "label_mix": {
-                label: _share(label_counts.get(label, 0), entity_total) for label in all_labels
-            },
-            "confidence": {
-                "edges": list(CONFIDENCE_EDGES),
-                "counts": histogram(confidences, CONFIDENCE_EDGES),
-            },
-            "notes_without_entity": notes_without_entity,
-            "no_entity_share": notes_without_entity / notes,
-            "negated": negated,
-            "negated_share": _share(negated, entity_total),
-        },
+        "entities": entity_stats,
     }
-    if reference is None:
+    if ref is None:
         profile["reference_id"] = reference_id(profile)
-    return profile
-
-
-_REQUIRED = ("schema_version", "kind", "notes", "tokens", "labels", "note_length", "oov")
-
-
-def validate_profile(profile: Mapping[str, object]) -> None:
-    """Raise `ProfileError` unless `profile` looks like one this module wrote."""
-    if not isinstance(profile, Mapping):
-        raise ProfileError("a profile is a JSON object")
-    missing = [k for k in _REQUIRED if k not in profile]
-    if missing:
-        raise ProfileError(f"profile lacks {', '.join(missing)}")
-    if profile["schema_version"] != PROFILE_SCHEMA_VERSION:
-        raise ProfileError(
-            f"profile schema_version {profile['schema_version']!r}; this code reads "
-            f"{PROFILE_SCHEMA_VERSION}"
-        )
-    if profile["kind"] not in (PROFILE_KIND_BASELINE, PROFILE_KIND_WINDOW):
-        raise ProfileError(f"unknown profile kind {profile['kind']!r}")
-    if profile["kind"] == PROFILE_KIND_BASELINE and "tokens" not in profile.get("vocabulary", {}):
-        raise ProfileError("baseline profile lacks its vocabulary")
-
-
-def save_profile(profile: Mapping[str, object], path: Path | str) -> Path:
-    validate_profile(profile)
-    path = Path(path)
-    path.write_text(json.dumps(profile, indent=1, sort_keys=True, allow_nan=False) + "\n")
-    return path
-
-
-def load_profile(path: Path | str) -> dict[str, object]:
-    profile = json.loads(Path(path).read_text())
-    validate_profile(profile)
     return profile
 
 
@@ -398,9 +420,84 @@ def _delta(window: float | None, base: float | None) -> float | None:
     return window - base
 
 
+def checked_pair(
+    profile: Mapping[str, Any], window_profile: Mapping[str, Any]
+) -> tuple[DriftProfile, DriftProfile]:
+    """(baseline, window), migrated and checked to belong together."""
+    base = read_profile(profile, "baseline profile")
+    window = read_profile(window_profile, "window profile")
+    if base["kind"] != PROFILE_KIND_BASELINE:
+        raise ProfileError("the first argument must be a baseline profile")
+    if window["kind"] != PROFILE_KIND_WINDOW:
+        raise ProfileError("the second argument must be a window profile built with reference=")
+    expected_id = reference_id(base)
+    got_id = window["vocabulary"].get("reference_id")
+    if got_id != expected_id:
+        raise ProfileError(f"window profile was built against baseline {got_id}, not {expected_id}")
+    if base["token_rule"] != window["token_rule"]:
+        # Token and word counts of two token rules are not comparable (densities, OOV).
+        raise ProfileError("window profile was counted with another token rule than its baseline")
+    return base, window
+
+
+def profile_labels(base: DriftProfile, window: DriftProfile) -> list[str]:
+    """The labels of either profile, sorted: the bins of the label-mix and density statistics."""
+    return sorted(set(base["labels"]) | set(window["labels"]))
+
+
+# One function per raw statistic, each of a (baseline, window) pair checked by `checked_pair`;
+# `compare` lists them all and the monitor's signal specs pick theirs
+# (`clinical_ner.pipeline.monitoring.SIGNALS`).
+
+
+def note_length_psi(
+    base: DriftProfile, window: DriftProfile, epsilon: float = DEFAULT_EPSILON
+) -> float | None:
+    return psi(base["note_length"]["counts"], window["note_length"]["counts"], epsilon)
+
+
+def confidence_psi(
+    base: DriftProfile, window: DriftProfile, epsilon: float = DEFAULT_EPSILON
+) -> float | None:
+    return psi(
+        base["entities"]["confidence"]["counts"],
+        window["entities"]["confidence"]["counts"],
+        epsilon,
+    )
+
+
+def label_mix_psi(
+    base: DriftProfile, window: DriftProfile, epsilon: float = DEFAULT_EPSILON
+) -> float | None:
+    labels = profile_labels(base, window)
+    return psi(*_aligned(base["entities"]["counts"], window["entities"]["counts"], labels), epsilon)
+
+
+def oov_rate_delta(base: DriftProfile, window: DriftProfile) -> float | None:
+    return _delta(window["oov"]["rate"], base["oov"]["rate"])
+
+
+def entity_density_rel_changes(base: DriftProfile, window: DriftProfile) -> dict[str, float]:
+    """Per label: (window - baseline) entities per 100 tokens over max(baseline, floor)."""
+    base_d, win_d = base["entities"]["per_100_tokens"], window["entities"]["per_100_tokens"]
+    changes: dict[str, float] = {}
+    for label in profile_labels(base, window):
+        b, w = float(base_d.get(label, 0.0)), float(win_d.get(label, 0.0))
+        changes[label] = (w - b) / max(b, DENSITY_FLOOR)
+    return changes
+
+
+def no_entity_share_delta(base: DriftProfile, window: DriftProfile) -> float | None:
+    return _delta(window["entities"]["no_entity_share"], base["entities"]["no_entity_share"])
+
+
+def negated_share_delta(base: DriftProfile, window: DriftProfile) -> float | None:
+    return _delta(window["entities"]["negated_share"], base["entities"]["negated_share"])
+
+
 def compare(
-    profile: Mapping[str, object],
-    window_profile: Mapping[str, object],
+    profile: Mapping[str, Any],
+    window_profile: Mapping[str, Any],
     *,
     epsilon: float = DEFAULT_EPSILON,
 ) -> dict[str, float | int | None]:
@@ -412,51 +509,19 @@ def compare(
     minus baseline entities per 100 tokens, over max(baseline, DENSITY_FLOOR)),
     ``no_entity_share_delta`` and ``negated_share_delta`` (window minus baseline).
     """
-    validate_profile(profile)
-    validate_profile(window_profile)
-    if profile["kind"] != PROFILE_KIND_BASELINE:
-        raise ProfileError("the first argument must be a baseline profile")
-    if window_profile["kind"] != PROFILE_KIND_WINDOW:
-        raise ProfileError("the second argument must be a window profile built with reference=")
-    expected_id = reference_id(profile)
-    got_id = window_profile["vocabulary"].get("reference_id")  # type: ignore[union-attr]
-    if got_id != expected_id:
-        raise ProfileError(f"window profile was built against baseline {got_id}, not {expected_id}")
-    base_len, win_len = profile["note_length"], window_profile["note_length"]
-    base_ent, win_ent = profile["entities"], window_profile["entities"]
-    labels = sorted(set(profile["labels"]) | set(window_profile["labels"]))  # type: ignore[arg-type]
-
+    base, window = checked_pair(profile, window_profile)
     signals: dict[str, float | int | None] = {
-        "window_notes": int(window_profile["notes"]),  # type: ignore[call-overload]
-        "window_entities": int(win_ent["total"]),  # type: ignore[index]
-        "psi_note_length": psi(base_len["counts"], win_len["counts"], epsilon),  # type: ignore[index]
-        "psi_confidence": psi(
-            base_ent["confidence"]["counts"],  # type: ignore[index]
-            win_ent["confidence"]["counts"],  # type: ignore[index]
-            epsilon,
-        ),
-        "psi_label_mix": psi(
-            *_aligned(base_ent["counts"], win_ent["counts"], labels),  # type: ignore[index]
-            epsilon,
-        ),
+        "window_notes": int(window["notes"]),
+        "window_entities": int(window["entities"]["total"]),
+        "psi_note_length": note_length_psi(base, window, epsilon),
+        "psi_confidence": confidence_psi(base, window, epsilon),
+        "psi_label_mix": label_mix_psi(base, window, epsilon),
+        "oov_rate": window["oov"]["rate"],
+        "oov_rate_baseline": base["oov"]["rate"],
+        "oov_rate_delta": oov_rate_delta(base, window),
     }
-    oov_window = window_profile["oov"]["rate"]  # type: ignore[index]
-    oov_base = profile["oov"]["rate"]  # type: ignore[index]
-    signals["oov_rate"] = oov_window
-    signals["oov_rate_baseline"] = oov_base
-    signals["oov_rate_delta"] = _delta(oov_window, oov_base)
-    for label in labels:
-        base_d = float(base_ent["per_100_tokens"].get(label, 0.0))  # type: ignore[index]
-        win_d = float(win_ent["per_100_tokens"].get(label, 0.0))  # type: ignore[index]
-        signals[f"entity_density_rel_change.{label}"] = (win_d - base_d) / max(
-            base_d, DENSITY_FLOOR
-        )
-    signals["no_entity_share_delta"] = _delta(
-        win_ent["no_entity_share"],  # type: ignore[index]
-        base_ent["no_entity_share"],  # type: ignore[index]
-    )
-    signals["negated_share_delta"] = _delta(
-        win_ent["negated_share"],  # type: ignore[index]
-        base_ent["negated_share"],  # type: ignore[index]
-    )
+    for label, change in entity_density_rel_changes(base, window).items():
+        signals[f"entity_density_rel_change.{label}"] = change
+    signals["no_entity_share_delta"] = no_entity_share_delta(base, window)
+    signals["negated_share_delta"] = negated_share_delta(base, window)
     return signals

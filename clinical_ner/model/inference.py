@@ -11,7 +11,6 @@ expected calibration error on held-out dev data is reported in metrics.json.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
-import clinical_ner.model.dictionaries  # noqa: F401 - registers the layer models may name
+import clinical_ner.model.dictionaries
+import clinical_ner.model.spacy_tokenizer  # noqa: F401 - registers the models' tokenizer
+from clinical_ner.model.contracts import MODEL_CARD_FILE, read_model_card_file
 from clinical_ner.model.traits import NegationScanner
-
-MODEL_CARD_FILE = "clinical_ner.json"
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class NerModel:
             raise FileNotFoundError(f"{path} is not a model directory (no config.cfg)")
         nlp = spacy.load(path)
         card_path = path / MODEL_CARD_FILE
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        card = read_model_card_file(card_path) if card_path.is_file() else {}
         calibration = card.get("calibration")
         calibrator = (
             Calibrator(tuple(calibration["x"]), tuple(calibration["y"])) if calibration else None

@@ -47,18 +47,23 @@ from spacy.util import load_config, load_model_from_config
 
 import clinical_ner.model.dictionaries  # noqa: F401 - registers the dictionary-feature layer
 from clinical_ner import __version__
+from clinical_ner.model.contracts import (
+    BASELINE_FILE,
+    METRICS_FILE,
+    ContractError,
+    Metrics,
+    ModelCard,
+    read_model_card_file,
+    write_metrics,
+    write_model_card,
+)
 from clinical_ner.model.corpus import AnnotatedDoc
-from clinical_ner.model.drift import BASELINE_FILE
 from clinical_ner.model.evaluation import expected_calibration_error, reliability_table
 from clinical_ner.model.inference import MODEL_CARD_FILE, Calibrator, NerModel
 from clinical_ner.model.scoring import evaluate_docs
-from clinical_ner.model.tokenization import (
-    TOKEN_PATTERN,
-    blank_pipeline,
-    punctuation_splitting_tokenizer,
-)
+from clinical_ner.model.spacy_tokenizer import blank_pipeline
+from clinical_ner.model.tokenization import tokenize_offsets
 
-METRICS_FILE = "metrics.json"
 DEFAULT_DEV_FRACTION = 0.1
 MODEL_VERSION_PREFIX = "clinical-ner-"
 # Top-level entries of a model directory besides its pipeline components' directories.
@@ -76,10 +81,10 @@ class OutputDirError(ValueError):
 def _is_our_model_dir(path: Path) -> bool:
     """A model directory written by `train_model`: its card names a version of ours."""
     try:
-        card = json.loads((path / MODEL_CARD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        card = read_model_card_file(path)
+    except (OSError, ContractError):
         return False
-    version = card.get("model_version") if isinstance(card, dict) else None
+    version = card.get("model_version")
     return (
         isinstance(version, str)
         and version.startswith(MODEL_VERSION_PREFIX)
@@ -344,7 +349,7 @@ def train_model(
     overrides: dict[str, object] | None = None,
     batch_size: int = 128,
     log: Callable[[str], None] = print,
-) -> dict[str, object]:
+) -> Metrics:
     """Train, select on dev, calibrate confidences, and write the model directory.
 
     Refuses (`OutputDirError`, before training) an output that is not empty and not a model
@@ -385,8 +390,7 @@ def train_model(
         if max_steps and config["training"]["eval_frequency"] > max_steps // 4:
             config["training"]["eval_frequency"] = max(1, max_steps // 4)
         effective_config = _effective_config_text(config)
-        nlp = init_nlp(config)
-        nlp.tokenizer = punctuation_splitting_tokenizer(nlp)
+        nlp = init_nlp(config)  # the tokenizer comes from the config ([nlp] tokenizer)
         log(
             f"training on {conversion.docs} docs / {conversion.entities} entities, "
             f"dev {len(inputs.dev_docs)} docs, seed {seed}"
@@ -432,14 +436,14 @@ def _finish_model_dir(
     config_text: str,
     effective_config: str,
     overrides: dict[str, object] | None,
-) -> dict[str, object]:
+) -> Metrics:
     """Calibrate and score `model` on dev; write its card and metrics into `staged`."""
     version = model.version
     calibrator, calibration = _calibrate(model, inputs.dev_docs, batch_size)
     model.calibrator = calibrator
     dev_scores = evaluate_docs(model, inputs.dev_docs, batch_size=batch_size)
     labels = sorted(model.labels)
-    card = {
+    card: ModelCard = {
         "model_version": version,
         "labels": labels,
         "calibration": calibrator.as_dict(),
@@ -449,8 +453,8 @@ def _finish_model_dir(
         "seed": seed,
         "training_data": inputs.data_files,
     }
-    (staged / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    metrics = {
+    write_model_card(card, staged / MODEL_CARD_FILE)
+    metrics: Metrics = {
         "model_version": version,
         "labels": labels,
         "dev": dev_scores,
@@ -473,8 +477,7 @@ def _finish_model_dir(
             else None
         ),
     }
-    (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return write_metrics(metrics, staged / METRICS_FILE)
 
 
 def pretrain_tok2vec(
@@ -487,8 +490,8 @@ def pretrain_tok2vec(
 ) -> Path:
     """Pretrain the tok2vec layer on unlabelled texts; return the last epoch's weights file.
 
-    Texts are written pre-tokenized (tokens joined by spaces) because spaCy's pretraining
-    tokenizes with the config's default tokenizer, which must see the model's own tokens.
+    Texts are split into paragraphs as written; spaCy's pretraining tokenizes them with the
+    tokenizer the config names, the model's own.
     """
     from spacy.training.pretrain import pretrain
 
@@ -499,9 +502,9 @@ def pretrain_tok2vec(
     with open(corpus, "w", encoding="utf-8") as handle:
         for text in texts:
             for paragraph in text.split("\n"):
-                tokens = TOKEN_PATTERN.findall(paragraph)
-                if len(tokens) >= 5:
-                    handle.write(json.dumps({"text": " ".join(tokens)}) + "\n")
+                # the config's [corpora.pretrain] min_length counts the model's tokens
+                if len(tokenize_offsets(paragraph)) >= 5:
+                    handle.write(json.dumps({"text": paragraph}) + "\n")
                     count += 1
     if count == 0:
         raise ValueError("no text with at least 5 tokens to pretrain on")

@@ -18,7 +18,9 @@ unit-independent signals only (OOV rate, label mix, confidence, entity density p
 tokens), as an informational ``training_gap`` section of the report: how far production text
 is from what the model was trained on.
 
-Signals (all from `drift.compare`, one CloudWatch metric each), grouped in three classes:
+Signals (one `SignalSpec` each in `SIGNALS`: its extractor computes it from the reference and
+window profiles with `drift`'s statistics, its threshold fields band it; one CloudWatch
+metric each), grouped in three classes:
 
 =================  ====================  =========================================  ==========
 class              signal                value                                      bands
@@ -55,13 +57,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from clinical_ner.model import drift
+from clinical_ner.model.contracts import DriftProfile
 from clinical_ner.pipeline.stage_config import DriftThresholds
 
 REPORT_SCHEMA_VERSION = 1
@@ -106,69 +109,26 @@ class SignalClass(StrEnum):
     CONFIDENCE = "confidence"
 
 
+# (decision value, raw value) of a signal from a (reference, window) pair of profiles.
+Extractor = Callable[[DriftProfile, DriftProfile], tuple[float | None, float | None]]
+
+
 @dataclass(frozen=True)
 class SignalSpec:
+    """Everything about one drift signal: adding a signal is adding one entry to `SIGNALS`."""
+
     name: str  # key in the report
     metric: str  # CloudWatch metric name
     signal_class: SignalClass
-    band: str  # "psi" or the DriftThresholds field prefix
+    band: str  # key of its thresholds in the report's ``thresholds`` block
+    threshold_fields: tuple[str, str]  # the DriftThresholds fields (moderate, severe)
     description: str
+    extract: Extractor  # how the signal is computed from the two profiles
+    unit_independent: bool  # comparable with the training baseline (sentences, not notes)
 
     def thresholds(self, t: DriftThresholds) -> tuple[float, float]:
-        if self.band == "psi":
-            return t.moderate, t.severe
-        return getattr(t, f"{self.band}_moderate"), getattr(t, f"{self.band}_severe")
-
-
-SIGNALS: tuple[SignalSpec, ...] = (
-    SignalSpec(
-        "note_length_psi",
-        "NoteLengthPSI",
-        SignalClass.INPUT,
-        "psi",
-        "PSI of note length (characters) on the reference's decile bins, minus sampling noise",
-    ),
-    SignalSpec(
-        "oov_rate_increase",
-        "OOVRateIncrease",
-        SignalClass.INPUT,
-        "oov_increase",
-        "Out-of-vocabulary word rate of the window minus the reference's held-out OOV rate",
-    ),
-    SignalSpec(
-        "label_mix_psi",
-        "LabelMixPSI",
-        SignalClass.OUTPUT,
-        "psi",
-        "PSI of the share of each entity label, minus sampling noise",
-    ),
-    SignalSpec(
-        "entity_density_change",
-        "EntityDensityChange",
-        SignalClass.OUTPUT,
-        "density_change",
-        "Largest absolute relative change of entities per 100 tokens over the labels",
-    ),
-    SignalSpec(
-        "no_entity_share_change",
-        "NoEntityShareChange",
-        SignalClass.OUTPUT,
-        "no_entity_share",
-        "Absolute change of the share of notes in which the model found no entity",
-    ),
-    SignalSpec(
-        "confidence_psi",
-        "ConfidencePSI",
-        SignalClass.CONFIDENCE,
-        "psi",
-        "PSI of entity confidences on 0.1-wide bins, minus sampling noise",
-    ),
-)
-SIGNAL_BY_NAME = {s.name: s for s in SIGNALS}
-
-# Signals that do not depend on the unit of text (sentence vs note): comparable with the
-# training baseline, whose texts are annotated sentences.
-UNIT_INDEPENDENT = ("oov_rate_increase", "label_mix_psi", "entity_density_change", "confidence_psi")
+        moderate, severe = self.threshold_fields
+        return float(getattr(t, moderate)), float(getattr(t, severe))
 
 
 def expected_psi_noise(bins: int, n: float, m: float) -> float:
@@ -187,47 +147,160 @@ def psi_excess(value: float | None, bins: int, n: float, m: float) -> float | No
     return max(0.0, value - expected_psi_noise(bins, n, m))
 
 
-def signal_values(
-    reference: Mapping[str, Any], window: Mapping[str, Any], compared: Mapping[str, Any]
-) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    """(decision values, raw values) of every signal from a `drift.compare` result."""
-    ref_ent, win_ent = reference["entities"], window["entities"]
-    labels = sorted(set(reference["labels"]) | set(window["labels"]))
-    n_notes, m_notes = window["notes"], reference["notes"]
-    n_ent, m_ent = win_ent["total"], ref_ent["total"]
-    raw: dict[str, float | None] = {
-        "note_length_psi": compared["psi_note_length"],
-        "oov_rate_increase": compared["oov_rate_delta"],
-        "label_mix_psi": compared["psi_label_mix"],
-        "entity_density_change": _max_abs(
-            compared.get(f"entity_density_rel_change.{label}") for label in labels
-        ),
-        "no_entity_share_change": compared["no_entity_share_delta"],
-        "confidence_psi": compared["psi_confidence"],
-    }
-    values: dict[str, float | None] = {
-        "note_length_psi": psi_excess(
-            raw["note_length_psi"], len(window["note_length"]["counts"]), n_notes, m_notes
-        ),
-        # Only an increase of unknown words is a risk; fewer unknown words is not drift.
-        "oov_rate_increase": None
-        if raw["oov_rate_increase"] is None
-        else max(0.0, raw["oov_rate_increase"]),
-        "label_mix_psi": psi_excess(raw["label_mix_psi"], len(labels), n_ent, m_ent),
-        "entity_density_change": raw["entity_density_change"],
-        "no_entity_share_change": None
-        if raw["no_entity_share_change"] is None
-        else abs(raw["no_entity_share_change"]),
-        "confidence_psi": psi_excess(
-            raw["confidence_psi"], len(win_ent["confidence"]["counts"]), n_ent, m_ent
-        ),
-    }
-    return values, raw
-
-
 def _max_abs(values: Iterable[float | None]) -> float | None:
     present = [abs(v) for v in values if v is not None]
     return max(present) if present else None
+
+
+# The extractors: n = window, m = reference sample sizes (notes, or entities for the
+# entity-level PSIs), as in `expected_psi_noise`.
+
+
+def _note_length_psi(ref: DriftProfile, win: DriftProfile) -> tuple[float | None, float | None]:
+    raw = drift.note_length_psi(ref, win)
+    bins = len(win["note_length"]["counts"])
+    return psi_excess(raw, bins, win["notes"], ref["notes"]), raw
+
+
+def _oov_rate_increase(ref: DriftProfile, win: DriftProfile) -> tuple[float | None, float | None]:
+    raw = drift.oov_rate_delta(ref, win)
+    # Only an increase of unknown words is a risk; fewer unknown words is not drift.
+    return (None if raw is None else max(0.0, raw)), raw
+
+
+def _label_mix_psi(ref: DriftProfile, win: DriftProfile) -> tuple[float | None, float | None]:
+    raw = drift.label_mix_psi(ref, win)
+    bins = len(drift.profile_labels(ref, win))
+    return psi_excess(raw, bins, win["entities"]["total"], ref["entities"]["total"]), raw
+
+
+def _entity_density_change(
+    ref: DriftProfile, win: DriftProfile
+) -> tuple[float | None, float | None]:
+    raw = _max_abs(drift.entity_density_rel_changes(ref, win).values())
+    return raw, raw
+
+
+def _no_entity_share_change(
+    ref: DriftProfile, win: DriftProfile
+) -> tuple[float | None, float | None]:
+    raw = drift.no_entity_share_delta(ref, win)
+    return (None if raw is None else abs(raw)), raw
+
+
+def _confidence_psi(ref: DriftProfile, win: DriftProfile) -> tuple[float | None, float | None]:
+    raw = drift.confidence_psi(ref, win)
+    bins = len(win["entities"]["confidence"]["counts"])
+    return psi_excess(raw, bins, win["entities"]["total"], ref["entities"]["total"]), raw
+
+
+_PSI = ("moderate", "severe")
+
+SIGNALS: tuple[SignalSpec, ...] = (
+    SignalSpec(
+        "note_length_psi",
+        "NoteLengthPSI",
+        SignalClass.INPUT,
+        "psi",
+        _PSI,
+        "PSI of note length (characters) on the reference's decile bins, minus sampling noise",
+        _note_length_psi,
+        unit_independent=False,  # sentences are shorter than notes
+    ),
+    SignalSpec(
+        "oov_rate_increase",
+        "OOVRateIncrease",
+        SignalClass.INPUT,
+        "oov_increase",
+        ("oov_increase_moderate", "oov_increase_severe"),
+        "Out-of-vocabulary word rate of the window minus the reference's held-out OOV rate",
+        _oov_rate_increase,
+        unit_independent=True,
+    ),
+    SignalSpec(
+        "label_mix_psi",
+        "LabelMixPSI",
+        SignalClass.OUTPUT,
+        "psi",
+        _PSI,
+        "PSI of the share of each entity label, minus sampling noise",
+        _label_mix_psi,
+        unit_independent=True,
+    ),
+    SignalSpec(
+        "entity_density_change",
+        "EntityDensityChange",
+        SignalClass.OUTPUT,
+        "density_change",
+        ("density_change_moderate", "density_change_severe"),
+        "Largest absolute relative change of entities per 100 tokens over the labels",
+        _entity_density_change,
+        unit_independent=True,
+    ),
+    SignalSpec(
+        "no_entity_share_change",
+        "NoEntityShareChange",
+        SignalClass.OUTPUT,
+        "no_entity_share",
+        ("no_entity_share_moderate", "no_entity_share_severe"),
+        "Absolute change of the share of notes in which the model found no entity",
+        _no_entity_share_change,
+        unit_independent=False,  # a sentence has no entity far more often than a note
+    ),
+    SignalSpec(
+        "confidence_psi",
+        "ConfidencePSI",
+        SignalClass.CONFIDENCE,
+        "psi",
+        _PSI,
+        "PSI of entity confidences on 0.1-wide bins, minus sampling noise",
+        _confidence_psi,
+        unit_independent=True,
+    ),
+)
+SIGNAL_BY_NAME = {s.name: s for s in SIGNALS}
+
+
+def _check_specs() -> None:
+    """Fail at import, not at the first alarm, if a spec names a missing threshold or repeats."""
+    known = {f.name for f in fields(DriftThresholds)}
+    for spec in SIGNALS:
+        missing = [name for name in spec.threshold_fields if name not in known]
+        if missing:
+            raise TypeError(f"signal {spec.name} names unknown DriftThresholds fields {missing}")
+    for attr in ("name", "metric"):
+        values = [getattr(spec, attr) for spec in SIGNALS]
+        if len(set(values)) != len(values):
+            raise TypeError(f"two drift signals share a {attr}")
+    bands: dict[str, tuple[str, str]] = {}
+    for spec in SIGNALS:
+        if bands.setdefault(spec.band, spec.threshold_fields) != spec.threshold_fields:
+            raise TypeError(f"band {spec.band} names two different threshold pairs")
+
+
+_check_specs()
+
+# Signals that do not depend on the unit of text (sentence vs note): comparable with the
+# training baseline, whose texts are annotated sentences.
+UNIT_INDEPENDENT = tuple(s.name for s in SIGNALS if s.unit_independent)
+
+
+def signal_values(
+    reference: Mapping[str, Any],
+    window: Mapping[str, Any],
+    compared: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(decision values, raw values) of every signal, each from its spec's extractor.
+
+    `compared` (a `drift.compare` result) is accepted for callers of the earlier signature
+    and not needed: the extractors compute from the profiles with the same functions.
+    """
+    ref, win = drift.checked_pair(reference, window)
+    values: dict[str, float | None] = {}
+    raw: dict[str, float | None] = {}
+    for spec in SIGNALS:
+        values[spec.name], raw[spec.name] = spec.extract(ref, win)
+    return values, raw
 
 
 def level_of(value: float | None, moderate: float, severe: float) -> Level:
@@ -293,7 +366,7 @@ def _round(value: float) -> float:
 @dataclass
 class MonitorResult:
     report: dict[str, Any]
-    new_reference: dict[str, Any] | None  # a production reference to store, if established
+    new_reference: DriftProfile | None  # a production reference to store, if established
 
 
 def window_id(texts_sha256: Iterable[str], model_version: str) -> str:
@@ -325,6 +398,11 @@ def run_monitor(
         raise ValueError(f"{len(texts)} texts but {len(entities)} entity lists")
     if not texts:
         raise ValueError("cannot monitor an empty window")
+    # Stored profiles of an older schema are migrated here, once (a newer one is refused).
+    if reference is not None:
+        reference = drift.read_profile(reference, "production reference")
+    if training_baseline is not None:
+        training_baseline = drift.read_profile(training_baseline, "training baseline")
     now = (now or datetime.now(UTC)).astimezone(UTC)
     created = now.isoformat(timespec="seconds")
     report: dict[str, Any] = {
@@ -335,7 +413,7 @@ def run_monitor(
         "window": {**(window or {}), "notes": len(texts)},
         "thresholds": _thresholds_dict(thresholds),
     }
-    new_reference = None
+    new_reference: DriftProfile | None = None
     if reference is None:
         report["window"]["entities"] = sum(len(e) for e in entities)
         if len(texts) >= thresholds.reference_min_notes:
@@ -359,7 +437,7 @@ def run_monitor(
             texts, entities, reference=reference, model_version=model_version, created_at=created
         )
         compared = drift.compare(reference, profile)
-        values, raw = signal_values(reference, profile, compared)
+        values, raw = signal_values(reference, profile)
         report["window"]["entities"] = profile["entities"]["total"]
         report["reference"] = _reference_info(reference, "production_reference")
         report.update(decide(values, thresholds, window_notes=len(texts)))
@@ -377,11 +455,11 @@ def training_gap(
     """Unit-independent signals of the window against the training baseline (informational)."""
     profile = drift.build_profile(texts, entities, reference=baseline)
     compared = drift.compare(baseline, profile)
-    values, _raw = signal_values(baseline, profile, compared)
+    values, _raw = signal_values(baseline, profile)
     return {
         "reference": _reference_info(baseline, "training_baseline"),
         "signals": {
-            name: None if values[name] is None else _round(values[name])  # type: ignore[arg-type]
+            name: None if (value := values[name]) is None else _round(value)
             for name in UNIT_INDEPENDENT
         },
         "oov_rate": _clean(compared["oov_rate"]),
@@ -407,15 +485,12 @@ def _clean(value: Any) -> Any:
 
 
 def _thresholds_dict(t: DriftThresholds) -> dict[str, Any]:
+    bands: dict[str, Any] = {}
+    for spec in SIGNALS:
+        moderate, severe = spec.threshold_fields
+        bands[spec.band] = {"moderate": getattr(t, moderate), "severe": getattr(t, severe)}
     return {
-        "psi": {"moderate": t.moderate, "severe": t.severe},
-        **{
-            band: {
-                "moderate": getattr(t, f"{band}_moderate"),
-                "severe": getattr(t, f"{band}_severe"),
-            }
-            for band in ("oov_increase", "density_change", "no_entity_share")
-        },
+        **bands,
         "min_window_notes": t.min_window_notes,
         "reference_min_notes": t.reference_min_notes,
     }

@@ -29,11 +29,18 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any
 
+from clinical_ner.model.contracts import (
+    METRICS_FILE,
+    ContractError,
+    Metrics,
+    dump_metrics,
+    read_metrics,
+)
 from clinical_ner.pipeline import gating, tracking
 from clinical_ner.pipeline.aws_runtime import PipelineStepError
 from clinical_ner.pipeline.stage_config import LAKE, GateThresholds
 
-METRICS_MEMBER = "metrics.json"
+METRICS_MEMBER = METRICS_FILE
 METRICS_MAX_BYTES = 5 * 1024 * 1024
 CONTENT_TYPES = ["application/json", "application/jsonlines"]
 RESPONSE_TYPES = ["application/json"]
@@ -128,7 +135,15 @@ def resolve_training_inputs(
 # --------------------------------------------------------------------------- metrics
 
 
-def metrics_from_model_tarball(s3: Any, model_data_url: str) -> dict[str, Any]:
+def _metrics(data: object, where: str) -> Metrics:
+    """`contracts.read_metrics` with its error as the step's error (older schemas migrate)."""
+    try:
+        return read_metrics(data, where)
+    except ContractError as exc:
+        raise PipelineStepError(str(exc)) from None
+
+
+def metrics_from_model_tarball(s3: Any, model_data_url: str) -> Metrics:
     """Stream ``model.tar.gz`` from S3 and return its top-level ``metrics.json``."""
     bucket, key = parse_s3_uri(model_data_url)
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -149,7 +164,7 @@ def metrics_from_model_tarball(s3: Any, model_data_url: str) -> dict[str, Any]:
                     raise PipelineStepError(f"{METRICS_MEMBER} in the model is not JSON") from None
                 if not isinstance(data, dict):
                     raise PipelineStepError(f"{METRICS_MEMBER} in the model is not an object")
-                return data
+                return _metrics(data, f"{METRICS_MEMBER} in {model_data_url}")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise PipelineStepError(f"{model_data_url} is not a readable tar.gz ({exc})") from None
     raise PipelineStepError(f"{model_data_url} has no top-level {METRICS_MEMBER}")
@@ -205,7 +220,7 @@ def register_candidate(
     s3.put_object(
         Bucket=bucket,
         Key=key,
-        Body=json.dumps(metrics, indent=2, sort_keys=True).encode(),
+        Body=dump_metrics(metrics).encode(),
         ContentType="application/json",
     )
     execution = execution_id.rsplit(":", 1)[-1] if execution_id else ""
@@ -341,7 +356,7 @@ def latest_approved(sm: Any, group_name: str, exclude_arn: str = "") -> str | No
     return None
 
 
-def package_metrics(sm: Any, s3: Any, package_arn: str) -> dict[str, Any]:
+def package_metrics(sm: Any, s3: Any, package_arn: str) -> Metrics:
     """The metrics.json attached to a package as its model-quality statistics."""
     desc = sm.describe_model_package(ModelPackageName=package_arn)
     try:
@@ -351,7 +366,7 @@ def package_metrics(sm: Any, s3: Any, package_arn: str) -> dict[str, Any]:
     data = _read_json(s3, *parse_s3_uri(uri))
     if not isinstance(data, dict):
         raise PipelineStepError(f"{uri} is not a JSON object")
-    return data
+    return _metrics(data, uri)
 
 
 def gate_candidate(

@@ -200,7 +200,9 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("drift thresholds need 0 < moderate < severe")
     if d.min_window_notes < 1:
         errors.append("drift.min_window_notes must be >= 1")
-    for band in ("oov_increase", "density_change", "no_entity_share"):
+    # Every `<band>_moderate`/`<band>_severe` pair, so a new signal's band is checked too.
+    fields = [f.name for f in dataclasses.fields(d)]
+    for band in (n.removesuffix("_moderate") for n in fields if n.endswith("_moderate")):
         lo, hi = getattr(d, f"{band}_moderate"), getattr(d, f"{band}_severe")
         if not 0.0 < lo < hi:
             errors.append(f"drift.{band} thresholds need 0 < moderate < severe")

@@ -85,13 +85,14 @@ def store_monitor_result(
 
     Returns the report's key. Shared by the batch path and the endpoint-capture path.
     """
+    from clinical_ner.model.contracts import dump_profile
     from clinical_ner.pipeline import monitoring
 
     if result.new_reference is not None:
         s3.put_object(
             Bucket=bucket,
             Key=ref_key,
-            Body=json.dumps(result.new_reference, sort_keys=True).encode(),
+            Body=dump_profile(result.new_reference).encode(),
             ContentType="application/json",
         )
     report_key = monitoring.report_key(monitoring_prefix, result.report)
@@ -396,11 +397,15 @@ def monitor_drift(
 
     now = (now or datetime.now(UTC)).astimezone(UTC)
     ref_key = monitoring.reference_key(LAKE.monitoring, model_version)
-    reference = get_json(s3, bucket, ref_key) if object_exists(s3, bucket, ref_key) else None
+    reference = (
+        drift.read_profile(get_json(s3, bucket, ref_key), ref_key)
+        if object_exists(s3, bucket, ref_key)
+        else None
+    )
     training = None
     if model_data_url:
         raw = read_tar_member(s3, model_data_url, drift.BASELINE_FILE)
-        training = json.loads(raw) if raw else None
+        training = drift.read_profile(raw, drift.BASELINE_FILE) if raw else None
     with tempfile.TemporaryDirectory(prefix="monitor-") as tmp:
         tmp_path = Path(tmp)
         notes = _run_notes(s3, bucket, run_id, dt, tmp_path / "n")

@@ -328,20 +328,19 @@ def _production_model_dir(paths: JobPaths, workdir: Path) -> Path | None:
 
 
 def _load_production_model(model_dir: Path) -> NerModel:
+    from clinical_ner.model.contracts import ContractError, read_model_card_file
     from clinical_ner.model.inference import MODEL_CARD_FILE, NerModel
 
     try:
-        card = json.loads((model_dir / MODEL_CARD_FILE).read_text(encoding="utf-8"))
+        card = read_model_card_file(model_dir / MODEL_CARD_FILE)
     except FileNotFoundError:
         raise TrainJobError(
             f"production model has no {MODEL_CARD_FILE} (its model_version is what the gate "
             "matches)"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise TrainJobError(
-            f"production model's {MODEL_CARD_FILE} is unreadable ({type(exc).__name__})"
-        ) from None
-    version = card.get("model_version") if isinstance(card, dict) else None
+    except ContractError as exc:  # names the file and the reason (not JSON, newer schema...)
+        raise TrainJobError(f"production model's {MODEL_CARD_FILE} is unreadable: {exc}") from None
+    version = card.get("model_version")
     if not isinstance(version, str) or not version.strip():
         raise TrainJobError(f"production model's {MODEL_CARD_FILE} has no model_version")
     try:
@@ -402,11 +401,12 @@ def production_baseline(
 def run(root: Path) -> dict[str, object]:
     """Train from the channels under `root` and fill `root/model`; return metrics."""
     from clinical_ner.model import drift
+    from clinical_ner.model.contracts import METRICS_FILE, write_metrics
     from clinical_ner.model.dictionaries import public_lexicon
     from clinical_ner.model.inference import NerModel
     from clinical_ner.model.readers import parse_label_map
     from clinical_ner.model.scoring import evaluate_docs
-    from clinical_ner.model.training import METRICS_FILE, TrainingInputs, split_by_hash, train_model
+    from clinical_ner.model.training import TrainingInputs, split_by_hash, train_model
     from clinical_ner.pipeline.tracking import log_training_run, run_record
 
     started = time.perf_counter()
@@ -465,8 +465,9 @@ def run(root: Path) -> dict[str, object]:
         model = NerModel.load(staged)
         if test is not None:
             test_docs, test_report, test_files = test
-            metrics["test"] = evaluate_docs(model, test_docs, batch_size=hp.batch_size)
-            metrics["test"]["data_report"] = test_report  # type: ignore[index]
+            test_scores = evaluate_docs(model, test_docs, batch_size=hp.batch_size)
+            test_scores["data_report"] = test_report
+            metrics["test"] = test_scores
             metrics["training_data"] = {**data_files, **test_files}
         texts = [d.text for d in train_docs]
         predictions = list(model.predict(texts, batch_size=hp.batch_size))
@@ -481,8 +482,8 @@ def run(root: Path) -> dict[str, object]:
         metrics["drift_baseline"] = {
             "file": drift.BASELINE_FILE,
             "notes": profile["notes"],
-            "vocabulary_size": profile["vocabulary"]["size"],  # type: ignore[index]
-            "oov_rate_held_out": profile["oov"]["rate"],  # type: ignore[index]
+            "vocabulary_size": profile["vocabulary"]["size"],
+            "oov_rate_held_out": profile["oov"]["rate"],
         }
         metrics["hyperparameters"] = hp.as_params()
         if baseline is not None:
@@ -532,9 +533,9 @@ def run(root: Path) -> dict[str, object]:
         metrics=record.metrics,
         tags=record.tags,
         run_name=record.run_name,
-        documents={"metrics.json": metrics},
+        documents={METRICS_FILE: metrics},
     )
-    (paths.model / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics, paths.model / METRICS_FILE)  # already stamped by train_model
     for name, value in summary.items():
         print(f"METRIC {name}={value}", flush=True)
     return metrics

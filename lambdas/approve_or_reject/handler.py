@@ -1,7 +1,7 @@
 """Record the gate outcome on the package: approve, reject (reason in the approval
 description) or leave it pending for a human (manual approval mode).
 
-Event: ``{"action": "approve" | "reject" | "pending", "model_package_arn", "gate": {...}}``.
+Event: `clinical_ner.runtime.lambda_events.DecisionEvent`.
 """
 
 from __future__ import annotations
@@ -9,18 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from clinical_ner.pipeline import registry
-from clinical_ner.pipeline.aws_runtime import client, require, run_step
+from clinical_ner.pipeline.aws_runtime import client
+from clinical_ner.runtime import lambda_edge as edge
+from clinical_ner.runtime.lambda_events import DecisionEvent
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    arn = str(require(event, "model_package_arn"))
-    action = str(require(event, "action"))
-    gate = event.get("gate") if isinstance(event.get("gate"), dict) else None
-    return run_step(
-        "approve_or_reject",
-        lambda: registry.record_decision(
-            client("sagemaker"), package_arn=arn, action=action, gate=gate
-        ),
-        model_package_arn=arn,
-        action=action,
+@edge.step("approve_or_reject", DecisionEvent)
+def handler(event: DecisionEvent) -> dict[str, Any]:
+    return registry.record_decision(
+        client("sagemaker"),
+        package_arn=event.model_package_arn,
+        action=event.action,
+        gate=event.gate,
     )

@@ -1,7 +1,8 @@
 """Gate a registered candidate against the current Approved package (policy: pipeline.gating).
 
-Event: ``{"model_package_arn"}``. Environment: ``MODEL_PACKAGE_GROUP`` and ``STAGE_CONFIG``
-(`clinical_ner.pipeline.stage_config.StageConfig.to_json`: the stage's gate thresholds).
+Event: `clinical_ner.runtime.lambda_events.GateEvent`. Environment: ``MODEL_PACKAGE_GROUP``
+and ``STAGE_CONFIG`` (`clinical_ner.pipeline.stage_config.StageConfig.to_json`: the stage's
+gate thresholds).
 """
 
 from __future__ import annotations
@@ -10,21 +11,18 @@ import os
 from typing import Any
 
 from clinical_ner.pipeline import registry
-from clinical_ner.pipeline.aws_runtime import client, require, run_step
+from clinical_ner.pipeline.aws_runtime import client
 from clinical_ner.pipeline.stage_config import StageConfig
+from clinical_ner.runtime import lambda_edge as edge
+from clinical_ner.runtime.lambda_events import GateEvent
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    arn = str(require(event, "model_package_arn"))
-    thresholds = StageConfig.from_json(os.environ["STAGE_CONFIG"]).gate
-    return run_step(
-        "gate_model",
-        lambda: registry.gate_candidate(
-            client("sagemaker"),
-            client("s3"),
-            group_name=os.environ["MODEL_PACKAGE_GROUP"],
-            candidate_arn=arn,
-            thresholds=thresholds,
-        ),
-        model_package_arn=arn,
+@edge.step("gate_model", GateEvent)
+def handler(event: GateEvent) -> dict[str, Any]:
+    return registry.gate_candidate(
+        client("sagemaker"),
+        client("s3"),
+        group_name=os.environ["MODEL_PACKAGE_GROUP"],
+        candidate_arn=event.model_package_arn,
+        thresholds=StageConfig.from_json(os.environ["STAGE_CONFIG"]).gate,
     )

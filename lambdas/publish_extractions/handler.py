@@ -5,7 +5,9 @@ Three entry points of one code bundle, deployed as three functions with their ow
 - ``stage``: the validate_notes run's curated notes -> transform input JSON Lines.
 - ``resolve_model``: newest Approved model package -> SageMaker Model for the transform.
 - ``handler`` (publish): transform output + curated notes -> entities/notes Parquet, with
-  the label set of the transform model (event ``model_data_url``, the model's metrics.json).
+  the label set of the transform model (``model_data_url``, the model's metrics.json).
+
+Events: `clinical_ner.runtime.lambda_events` (RunEvent, NoEvent, PublishEvent).
 
 Environment: LAKE_BUCKET, STAGE, JOB_PREFIX, MODEL_PACKAGE_GROUP, TRANSFORM_ROLE_ARN,
 MODEL_PREFIX, SUBNET_IDS and SECURITY_GROUP_IDS (comma-separated; the transform model's VPC,
@@ -17,55 +19,45 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_ner.pipeline.aws_runtime import client, require, run_step
+from clinical_ner.pipeline.aws_runtime import client
 from clinical_ner.runtime import extraction_steps as steps
+from clinical_ner.runtime import lambda_edge as edge
+from clinical_ner.runtime.lambda_events import NoEvent, PublishEvent, RunEvent
 
 
-def stage(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    run_id = require(event, "run_id")
-    return run_step(
-        "stage_transform_input",
-        lambda: steps.stage_transform_input(
-            client("s3"),
-            client("cloudwatch"),
-            bucket=os.environ["LAKE_BUCKET"],
-            run_id=run_id,
-            stage=os.environ["STAGE"],
-            job_prefix=os.environ["JOB_PREFIX"],
-        ),
-        run_id=run_id,
+@edge.step("stage_transform_input", RunEvent)
+def stage(event: RunEvent) -> dict[str, Any]:
+    return steps.stage_transform_input(
+        client("s3"),
+        client("cloudwatch"),
+        bucket=os.environ["LAKE_BUCKET"],
+        run_id=event.run_id,
+        stage=os.environ["STAGE"],
+        job_prefix=os.environ["JOB_PREFIX"],
     )
 
 
-def resolve_model(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
+@edge.step("resolve_transform_model", NoEvent)
+def resolve_model(_event: NoEvent) -> dict[str, Any]:
     subnets = [s for s in os.environ.get("SUBNET_IDS", "").split(",") if s]
     groups = [g for g in os.environ.get("SECURITY_GROUP_IDS", "").split(",") if g]
-    vpc = {"Subnets": subnets, "SecurityGroupIds": groups} if subnets else None
-    return run_step(
-        "resolve_transform_model",
-        lambda: steps.resolve_transform_model(
-            client("sagemaker"),
-            group_name=os.environ["MODEL_PACKAGE_GROUP"],
-            execution_role_arn=os.environ["TRANSFORM_ROLE_ARN"],
-            model_prefix=os.environ["MODEL_PREFIX"],
-            vpc_config=vpc,
-        ),
+    return steps.resolve_transform_model(
+        client("sagemaker"),
+        group_name=os.environ["MODEL_PACKAGE_GROUP"],
+        execution_role_arn=os.environ["TRANSFORM_ROLE_ARN"],
+        model_prefix=os.environ["MODEL_PREFIX"],
+        vpc_config={"Subnets": subnets, "SecurityGroupIds": groups} if subnets else None,
     )
 
 
-def handler(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    run_id, dt = require(event, "run_id"), require(event, "dt")
-    model_data_url = require(event, "model_data_url")
-    return run_step(
-        "publish_extractions",
-        lambda: steps.publish_extractions(
-            client("s3"),
-            client("cloudwatch"),
-            bucket=os.environ["LAKE_BUCKET"],
-            run_id=run_id,
-            dt=dt,
-            stage=os.environ["STAGE"],
-            model_data_url=model_data_url,
-        ),
-        run_id=run_id,
+@edge.step("publish_extractions", PublishEvent)
+def handler(event: PublishEvent) -> dict[str, Any]:
+    return steps.publish_extractions(
+        client("s3"),
+        client("cloudwatch"),
+        bucket=os.environ["LAKE_BUCKET"],
+        run_id=event.run_id,
+        dt=event.dt,
+        stage=os.environ["STAGE"],
+        model_data_url=event.model_data_url,
     )

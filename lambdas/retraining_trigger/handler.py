@@ -1,7 +1,8 @@
 """Retraining trigger (thin): alarm / annotation drop / manual call -> debounced training run.
 
-Environment: TRAINING_STATE_MACHINE_ARN, COOLDOWN_HOURS. See `clinical_ner.pipeline.retraining`.
-Only the standard library and boto3 are needed (no layer).
+The event is a CloudWatch alarm action, an S3 EventBridge event or a manual call; its model
+is `clinical_ner.pipeline.retraining.Trigger` (`parse_trigger` raises `TriggerError` for
+anything else). Environment: TRAINING_STATE_MACHINE_ARN, COOLDOWN_HOURS.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 from clinical_ner.pipeline import retraining
-from clinical_ner.pipeline.aws_runtime import client, run_step
+from clinical_ner.pipeline.aws_runtime import client
+from clinical_ner.runtime import lambda_edge as edge
 
 
-def handler(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    trigger = retraining.parse_trigger(event)
-    return run_step(
-        "retraining_trigger",
-        lambda: retraining.start_training(
-            client("stepfunctions"),
-            os.environ["TRAINING_STATE_MACHINE_ARN"],
-            trigger,
-            cooldown=timedelta(hours=float(os.environ.get("COOLDOWN_HOURS", "24"))),
-        ),
-        trigger=trigger.kind,
+@edge.step("retraining_trigger", retraining.parse_trigger, ids=lambda t: {"trigger": t.kind})
+def handler(trigger: retraining.Trigger) -> dict[str, Any]:
+    return retraining.start_training(
+        client("stepfunctions"),
+        os.environ["TRAINING_STATE_MACHINE_ARN"],
+        trigger,
+        cooldown=timedelta(hours=float(os.environ.get("COOLDOWN_HOURS", "24"))),
     )

@@ -21,8 +21,9 @@ import pytest
 from botocore.stub import Stubber
 
 from clinical_ner.pipeline import deployment
-from clinical_ner.pipeline.aws_runtime import PipelineStepError, TransientAwsError, run_step
+from clinical_ner.pipeline.aws_runtime import PipelineStepError, TransientAwsError
 from clinical_ner.pipeline.stage_config import load_stage_config
+from clinical_ner.runtime.lambda_edge import run_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "lake"

@@ -19,7 +19,7 @@ def test_key_rotates_and_logs_use_is_scoped(synth):
     (key,) = synth.resources(synth.stacks.data_lake, "AWS::KMS::Key").values()
     assert key["Properties"]["EnableKeyRotation"] is True
     statements = key["Properties"]["KeyPolicy"]["Statement"]
-    logs = [s for s in statements if s.get("Sid") == "AllowCloudWatchLogsForGlueAndLambdaLogGroups"]
+    logs = [s for s in statements if s.get("Sid") == "AllowCloudWatchLogsOfThisAccount"]
     assert len(logs) == 1
     assert "kms:EncryptionContext:aws:logs:arn" in logs[0]["Condition"]["ArnLike"]
     # No statement other than the account root's administrative one grants kms:* to anyone.

@@ -329,7 +329,7 @@ def test_lambdas_are_thin_in_vpc_with_layer_and_encrypted_logs(synth):
         p = fn["Properties"]
         assert p["Handler"] == "handler.handler"
         assert p["VpcConfig"]["SubnetIds"] and p["ReservedConcurrentExecutions"] >= 1
-        assert len(p["Layers"]) == 1
+        assert len(p["Layers"]) == 2  # the core layer and the managed Powertools layer
     for group in synth.resources(t, "AWS::Logs::LogGroup").values():
         assert "KmsKeyId" in group["Properties"]
 
@@ -337,7 +337,7 @@ def test_lambdas_are_thin_in_vpc_with_layer_and_encrypted_logs(synth):
 def test_layer_zip_has_the_core_package_under_python(tmp_path):
     import zipfile
 
-    from stacks.training import build_layer_zip
+    from stacks.packaging import build_layer_zip
 
     z = build_layer_zip(out_dir=tmp_path)
     with zipfile.ZipFile(z) as zf:

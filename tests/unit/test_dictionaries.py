@@ -22,7 +22,8 @@ from clinical_ner.model.dictionaries import (
     lookup_entities,
     normalize_term,
 )
-from clinical_ner.model.tokenization import punctuation_splitting_tokenizer, tokenize_offsets
+from clinical_ner.model.spacy_tokenizer import punctuation_splitting_tokenizer
+from clinical_ner.model.tokenization import tokenize_offsets
 from clinical_ner.model.training import default_config_path, strip_training_strings
 
 TINY_TERMS = {

@@ -9,7 +9,8 @@ import pytest
 import spacy
 from spacy.language import Language
 
-from clinical_ner.model.tokenization import blank_pipeline, tokenize_offsets
+from clinical_ner.model.spacy_tokenizer import blank_pipeline
+from clinical_ner.model.tokenization import tokenize_offsets
 
 CASES = [
     "short-term",
@@ -112,3 +113,43 @@ def test_tokenizer_survives_bytes_round_trip(nlp: Language) -> None:
     restored.from_bytes(nlp.to_bytes())
     assert [t.text for t in restored("3.5 don't")] == ["3", ".", "5", "don", "'", "t"]
     assert [t.text for t in restored("short-term")] == ["short", "-", "term"]
+
+
+def test_the_bundled_config_names_the_registered_tokenizer() -> None:
+    """init from ner.cfg alone (no swap after init) gives the punctuation-splitting tokenizer."""
+    from spacy.util import load_config, load_model_from_config
+
+    from clinical_ner.model.spacy_tokenizer import TOKENIZER_NAME
+    from clinical_ner.model.training import default_config_path
+
+    config = load_config(default_config_path())
+    assert config["nlp"]["tokenizer"] == {"@tokenizers": TOKENIZER_NAME}
+    built = load_model_from_config(config, auto_fill=True)  # not initialized: tokenizer only
+    for text in CASES:
+        tokens = [(t.text, t.idx) for t in built.make_doc(text) if not t.is_space]
+        assert tokens == regex_tokens(text)
+
+
+def test_a_trained_model_loads_its_tokenizer_by_name_in_a_fresh_process(tiny_model_dir) -> None:
+    """`spacy.load` in a process that never imported clinical_ner resolves the tokenizer's
+    registered name through the package's entry point, and splits like the regex."""
+    import json
+    import subprocess
+    import sys
+
+    config = (Path(tiny_model_dir) / "config.cfg").read_text(encoding="utf-8")
+    assert "clinical_ner.PunctuationSplittingTokenizer.v1" in config
+    code = (
+        "import json, sys, spacy\n"
+        "nlp = spacy.load(sys.argv[1])\n"
+        "print(json.dumps([t.text for t in nlp.make_doc('3.5mg b.i.d. short-term')]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = "3.5mg b.i.d. short-term"
+    expected = [text[s:e] for s, e in tokenize_offsets(text)]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
