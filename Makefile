@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: setup setup-python setup-node setup-java run test lint format synth benchmark clean
+.PHONY: setup setup-python setup-node setup-java setup-browser run test lint format synth benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,13 @@ setup-java:
 		echo "installing a Java runtime for local Spark"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
 
-setup: setup-python setup-node setup-java
+# The workbench's browser test (tests/browser/) drives Debian's Chromium through Selenium.
+setup-browser:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+		echo "installing chromium and chromium-driver for the browser test"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+setup: setup-python setup-node setup-java setup-browser
 
 # The embedded default: the whole loop on this machine, no AWS account. Trains on the bundled
 # synthetic annotations through the CDK-synthesized state machine, deploys a local endpoint,

@@ -323,6 +323,26 @@ def _cmd_local_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    import time
+
+    from clinical_ner_local.review_server import REVIEWER_HEADER, LocalReviewServer
+
+    server = LocalReviewServer(
+        Path(args.folder), [Path(p) for p in args.notes], port=args.port, stage=args.stage
+    ).start()
+    try:
+        print(f"queued: {json.dumps(server.enqueued)}; decisions go to {Path(args.folder)}")
+        print(f"reviewer identity: the page's name field (header {REVIEWER_HEADER})")
+        print(f"workbench: {server.url}  (Ctrl+C to stop)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinical-ner", description="Clinical DISEASE/TREATMENT NER: train, evaluate, extract"
@@ -485,6 +505,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the bundled reference/in-distribution/shifted windows",
     )
     local_run.set_defaults(func=_cmd_local_run)
+
+    review = sub.add_parser(
+        "review",
+        help="serve the review workbench on 127.0.0.1 over a local run or extract output "
+        "(docs/review.md)",
+    )
+    review.add_argument(
+        "folder",
+        nargs="?",
+        default="local-run/work/lake",
+        help="a local run's lake mirror (default local-run/work/lake) or the --output of "
+        "clinical-ner extract; decisions are written into it",
+    )
+    review.add_argument(
+        "--notes", nargs="*", default=[], metavar="PATH", help="note files (for extract output)"
+    )
+    review.add_argument("--port", type=int, default=0, help="default: a free port")
+    review.add_argument("--stage", default="dev", choices=["dev", "staging", "prod"])
+    review.set_defaults(func=_cmd_review)
     return parser
 
 

@@ -212,7 +212,71 @@ ORDER BY e.model_version, e.label
 """.strip(),
     ),
 )
-QUERY_BY_NAME = {q.name: q for q in QUERIES}
+
+# The review loop's KPIs (docs/review.md) over the `reviews` table; deployed with the review
+# stack (the table exists there), so they are kept apart from QUERIES.
+REVIEW_TABLE = "reviews"
+_MODEL_DECISIONS = "'accepted', 'rejected', 'relabelled', 'span_fixed'"
+REVIEW_QUERIES: tuple[NamedQuery, ...] = (
+    NamedQuery(
+        "review_kpis_by_day",
+        "The workbench's business KPIs per review day and model version: notes reviewed, "
+        "production precision (accepted / model entities), production recall (model entities "
+        "kept / final entities; _exact: accepted only), corrections per 100 model entities, "
+        "median review seconds per note, hours saved = notes x manual-entry minutes (the "
+        "parameter, a stage setting) / 60 - review hours.",
+        f"""
+WITH notes AS (
+    SELECT dt, model_version, seconds_spent,
+           ROW_NUMBER() OVER (PARTITION BY dt, model_version ORDER BY seconds_spent) AS rn,
+           COUNT(*) OVER (PARTITION BY dt, model_version) AS n
+    FROM reviews
+    WHERE decision = 'note_reviewed'
+),
+medians AS (
+    SELECT dt, model_version, AVG(seconds_spent) AS median_review_seconds
+    FROM notes
+    WHERE 2 * rn BETWEEN n AND n + 2
+    GROUP BY dt, model_version
+),
+counts AS (
+    SELECT dt, model_version,
+           SUM(CASE WHEN decision = 'note_reviewed' THEN 1 ELSE 0 END) AS notes_reviewed,
+           SUM(CASE WHEN decision IN ({_MODEL_DECISIONS}) THEN 1 ELSE 0 END) AS model_entities,
+           SUM(CASE WHEN decision = 'accepted' THEN 1 ELSE 0 END) AS accepted,
+           SUM(CASE WHEN decision IN ('accepted', 'relabelled', 'span_fixed') THEN 1 ELSE 0 END)
+               AS kept,
+           SUM(CASE WHEN decision IN ('accepted', 'relabelled', 'span_fixed', 'added')
+                    THEN 1 ELSE 0 END) AS final_entities,
+           SUM(CASE WHEN decision IN ('rejected', 'relabelled', 'span_fixed', 'added')
+                    THEN 1 ELSE 0 END) AS corrections,
+           SUM(CASE WHEN decision = 'note_reviewed' THEN seconds_spent ELSE 0 END)
+               AS review_seconds
+    FROM reviews
+    GROUP BY dt, model_version
+)
+SELECT c.dt, c.model_version, c.notes_reviewed, c.model_entities, c.final_entities, c.accepted,
+       CASE WHEN c.model_entities > 0
+            THEN CAST(c.accepted AS DOUBLE) / c.model_entities END AS production_precision,
+       CASE WHEN c.final_entities > 0
+            THEN CAST(c.kept AS DOUBLE) / c.final_entities END AS production_recall,
+       CASE WHEN c.final_entities > 0
+            THEN CAST(c.accepted AS DOUBLE) / c.final_entities END AS production_recall_exact,
+       CASE WHEN c.model_entities > 0
+            THEN CAST(c.corrections AS DOUBLE) * 100 / c.model_entities END
+           AS corrections_per_100_entities,
+       m.median_review_seconds,
+       CAST(c.review_seconds AS DOUBLE) / 3600 AS review_hours,
+       c.notes_reviewed * CAST(? AS DOUBLE) / 60 - CAST(c.review_seconds AS DOUBLE) / 3600
+           AS hours_saved
+FROM counts c
+LEFT JOIN medians m ON m.dt = c.dt AND m.model_version = c.model_version
+ORDER BY c.dt, c.model_version
+""".strip(),
+        ("manual_entry_minutes_per_note",),
+    ),
+)
+QUERY_BY_NAME = {q.name: q for q in (*QUERIES, *REVIEW_QUERIES)}
 
 
 # --------------------------------------------------------------------------- DuckDB
@@ -234,6 +298,22 @@ def connect_local(output_dir: Path | str) -> Any:
             f"'{_sql_literal(pattern.as_posix())}', hive_partitioning = true, "
             "hive_types_autocast = false, union_by_name = true)"
         )
+    return con
+
+
+def connect_reviews(lake_root: Path | str) -> Any:
+    """An in-memory DuckDB connection with a `reviews` view over ``<lake_root>/reviews/``."""
+    import duckdb
+
+    root = Path(lake_root) / REVIEW_TABLE
+    if not list(root.glob("dt=*/part-*.parquet")):
+        raise FileNotFoundError(f"no Parquet files for table {REVIEW_TABLE!r} under {root}")
+    con = duckdb.connect(":memory:")
+    pattern = (root / "dt=*" / "part-*.parquet").as_posix()
+    con.execute(
+        f"CREATE VIEW {REVIEW_TABLE} AS SELECT * FROM read_parquet('{_sql_literal(pattern)}', "
+        "hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
+    )
     return con
 
 

@@ -48,6 +48,7 @@ from clinical_ner.data.notes import (
     ReadSummary,
     discover_files,
 )
+from clinical_ner.data.review import VALIDATED_EVAL_DIR
 from clinical_ner.data.schemas import (
     PARTITION_COLUMN,
     QUARANTINE_SCHEMA,
@@ -551,6 +552,8 @@ class AnnotationFileReason(StrEnum):
     MALFORMED = "malformed_annotations"  # the core reader rejected it (AnnotationFormatError)
     ORPHAN_LABEL_FILE = "orphan_label_file"  # an X_label without its X_sent
     UNREADABLE = "unreadable_file"
+    # Under a `validated_eval` folder: the validated evaluation set is never trained on.
+    VALIDATED_EVAL = "validated_eval"
 
 
 @dataclass(frozen=True)
@@ -648,6 +651,13 @@ def build_training_dataset(
 
         readable: list[str] = []
         for key in keys:
+            if VALIDATED_EVAL_DIR in PurePosixPath(key).parts:
+                rejected.append(
+                    RejectedFile(
+                        key, AnnotationFileReason.VALIDATED_EVAL, "validated evaluation set"
+                    )
+                )
+                continue
             if _is_label_file(key):
                 if _sent_partner(key) not in files:
                     rejected.append(

@@ -192,6 +192,56 @@ TABLES: dict[str, pa.Schema] = {
 
 NOTE_STATUS_PROCESSED = "processed"
 
+# The validation team's decisions (docs/review.md); not in TABLES: extraction never writes it.
+REVIEW_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "review_id",
+        pa.string(),
+        False,
+        "One submitted review of one note: 16 hex chars of sha256(note_sha256, model_version).",
+    ),
+    Column("note_id", pa.string(), False, "Identifier of the reviewed note."),
+    _NOTE_SHA,
+    Column(
+        "entity_id",
+        pa.string(),
+        True,
+        "The model entity decided on (entities.entity_id); for `added` the id of the new "
+        "span; null for the `note_reviewed` row.",
+    ),
+    Column(
+        "decision",
+        pa.string(),
+        False,
+        "accepted / rejected / relabelled / span_fixed / added, or note_reviewed (one row "
+        "per submitted note, carrying the time spent).",
+    ),
+    Column("start_char", pa.int32(), True, "Final start offset (code points); null if none."),
+    Column("end_char", pa.int32(), True, "Final end offset (exclusive); null if none."),
+    Column("label", pa.string(), True, "Final label; null for rejected and note_reviewed."),
+    Column("model_start_char", pa.int32(), True, "The model's start offset; null for added."),
+    Column("model_end_char", pa.int32(), True, "The model's end offset; null for added."),
+    Column("model_label", pa.string(), True, "The model's label; null for added."),
+    Column("model_confidence", pa.float32(), True, "The model's confidence; null for added."),
+    _MODEL_VERSION,
+    Column(
+        "reviewer_id",
+        pa.string(),
+        False,
+        "Who reviewed: the Cognito `sub` of the reviewer (in AWS), the local reviewer name.",
+    ),
+    Column("seconds_spent", pa.float64(), False, "Seconds the reviewer spent on the note."),
+    Column(
+        "validated_eval",
+        pa.bool_(),
+        False,
+        "True when the note is in the validated evaluation set (never trained on).",
+    ),
+    Column("reviewed_at", TIMESTAMP, False, "When the review was submitted (UTC)."),
+    _DT,
+)
+REVIEW_SCHEMA = _schema("reviews", list(REVIEW_COLUMNS))
+
 
 def describe(schema: pa.Schema) -> dict[str, str]:
     """Column name -> description, in column order (for docs and Glue column comments)."""

@@ -55,6 +55,12 @@ class LakeLayout:
     # one JSON summary per run.
     job_state: str = "_state/"
     run_reports: str = "_runs/"
+    # The validation team's workbench (docs/review.md): decisions, reviewed annotations (read
+    # by training, under raw_annotations) and the validated evaluation set (never trained on:
+    # outside raw_annotations on purpose).
+    reviews: str = "reviews/"
+    reviewed_annotations: str = "raw/annotations/reviewed/"
+    validated_eval: str = "raw/validated_eval/"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -139,6 +145,18 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class ReviewSettings:
+    """The validation team's review loop (docs/review.md)."""
+
+    manual_entry_minutes_per_note: float = 6.0  # measured by the team: typing one note out
+    retrain_after_reviewed_notes: int = 200  # reviewed (trainable) notes per retraining
+    lease_seconds: int = 900  # a claimed note returns to the queue after this
+    high_confidence_threshold: float = 0.9  # a note whose lowest confidence is >= this ...
+    high_confidence_sample_rate: float = 1.0  # ... is queued with this probability (by hash)
+    validated_eval_fraction: float = 0.2  # hash slice of reviewed notes never trained on
+
+
+@dataclass(frozen=True)
 class StageConfig:
     stage: Stage
     alarm_email: str
@@ -150,6 +168,7 @@ class StageConfig:
     glue: GlueSettings
     lake: LakeLayout = field(default_factory=LakeLayout)
     tracking_server_size: str = "Small"  # SageMaker managed MLflow: Small / Medium / Large
+    review: ReviewSettings = field(default_factory=ReviewSettings)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -176,6 +195,7 @@ class StageConfig:
             glue=GlueSettings(**raw["glue"]),
             lake=LakeLayout(**raw["lake"]),
             tracking_server_size=raw.get("tracking_server_size", "Small"),
+            review=ReviewSettings(**raw.get("review", {})),
         )
 
 
@@ -247,6 +267,19 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("retention.inference_ia_after_days must be 0 or >= 30 (S3 minimum)")
     if r.log_group_days not in _LOG_RETENTION_DAYS:
         errors.append(f"retention.log_group_days must be one of {sorted(_LOG_RETENTION_DAYS)}")
+    rv = cfg.review
+    if rv.manual_entry_minutes_per_note <= 0:
+        errors.append("review.manual_entry_minutes_per_note must be > 0")
+    if rv.retrain_after_reviewed_notes < 1:
+        errors.append("review.retrain_after_reviewed_notes must be >= 1")
+    if rv.lease_seconds < 30:
+        errors.append("review.lease_seconds must be >= 30")
+    if not 0.0 < rv.high_confidence_threshold <= 1.0:
+        errors.append("review.high_confidence_threshold must be in (0, 1]")
+    if not 0.0 <= rv.high_confidence_sample_rate <= 1.0:
+        errors.append("review.high_confidence_sample_rate must be in [0, 1]")
+    if not 0.0 < rv.validated_eval_fraction < 1.0:
+        errors.append("review.validated_eval_fraction must be in (0, 1)")
     if errors:
         raise ValueError(f"invalid config for stage {cfg.stage.value}: " + "; ".join(errors))
 
@@ -328,6 +361,8 @@ _STAGES: dict[Stage, StageConfig] = {
         glue=GlueSettings(
             worker_type="G.1X", number_of_workers=4, timeout_minutes=180, max_retries=1
         ),
+        # Production volume: a fifth of the confident notes is enough to measure them.
+        review=ReviewSettings(high_confidence_sample_rate=0.2),
     ),
 }
 

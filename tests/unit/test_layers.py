@@ -13,7 +13,10 @@ LAYERS = ("model", "data", "pipeline", "runtime")
 TOP = "top"  # clinical_ner/__init__.py and cli.py: the user's command line, above every layer
 NEVER_FROM_CORE = ("stacks", "step_functions", "lambdas", "glue_jobs", "clinical_ner_local")
 # The one allowed edge out of the core package: `clinical-ner local run` starts local mode.
-ALLOWED_OUTSIDE = {("clinical_ner.cli", "clinical_ner_local.runner")}
+ALLOWED_OUTSIDE = {
+    ("clinical_ner.cli", "clinical_ner_local.runner"),
+    ("clinical_ner.cli", "clinical_ner_local.review_server"),  # `clinical-ner review`
+}
 SCRIPTS = "samples"  # clinical_ner/samples/*.py generate the bundled synthetic data
 
 
