@@ -69,7 +69,15 @@ class ServingStack(Stack):
         # Where SageMaker data capture writes this endpoint's files (clinical_ner.runtime.capture).
         self.capture_prefix = endpoint_capture_prefix(lake.monitoring, names.endpoint)
 
-        # ----------------------------------------------------------- model role
+        self._model_role(data_lake, training, partition, region, account)
+        self._rollback_alarms(training)
+        self._deploy_permissions(data_lake, training, partition, region, account)
+
+    def _model_role(
+        self, data_lake: DataLakeStack, training: Any, partition: str, region: str, account: str
+    ) -> None:
+        """The endpoint models' role: image, model artifacts, data capture, logs, metrics."""
+        names, lake = self.names, self.config.lake
         endpoint_logs = (
             f"arn:{partition}:logs:{region}:{account}"
             f":log-group:/aws/sagemaker/Endpoints/{names.endpoint}"
@@ -145,7 +153,9 @@ class ServingStack(Stack):
             "endpoint's own log group; the wildcard covers that one log group's streams.",
         )
 
-        # ------------------------------------------------------ rollback alarms
+    def _rollback_alarms(self, training: Any) -> None:
+        """The 5xx and p99-latency alarms a deployment rolls back on (to the pipeline topic)."""
+        names = self.names
         dims = {"EndpointName": names.endpoint, "VariantName": VARIANT}
         alarm_action = cw_actions.SnsAction(training.topic)
         self.alarm_5xx = cw.Alarm(
@@ -188,7 +198,11 @@ class ServingStack(Stack):
             alarm.add_alarm_action(alarm_action)
             alarm.add_ok_action(alarm_action)
 
-        # ------------------------------------------------ deploy Lambda permissions
+    def _deploy_permissions(
+        self, data_lake: DataLakeStack, training: Any, partition: str, region: str, account: str
+    ) -> None:
+        """What the deploy_model Lambda may do: this stage's models, configs, endpoint, scaling."""
+        names = self.names
         sm_arn = f"arn:{partition}:sagemaker:{region}:{account}"
         deploy_policy = iam.ManagedPolicy(
             self,
