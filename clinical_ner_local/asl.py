@@ -1,34 +1,39 @@
-"""An Amazon States Language (JSONPath) interpreter for running synthesized state machines locally.
+"""A States Language (JSONPath) interpreter trimmed to what our synthesized state machines use.
 
 Local mode executes the state machine that CDK synthesizes (not a hand-written copy): the
-definition is read out of the template (`clinical_ner_local.cfn`), checked here up front, and
-executed with every Task dispatched by its ``Resource`` ARN to a Python handler registered in a
-`TaskRegistry`. The semantics follow the Step Functions documentation:
+definition is read out of the template (`clinical_ner_local.cfn`), checked here up front
+(`check_supported`), and executed with every Task dispatched by its ``Resource`` ARN to a
+Python handler registered in a `TaskRegistry`. It implements what the training and extraction
+machines use (docs/local-mode.md lists it), with the Step Functions semantics:
 
-* state types Task, Pass, Choice, Wait, Succeed, Fail, Parallel and (inline, sequential) Map;
+* state types Task, Pass, Choice, Wait, Succeed, Fail;
 * input/output processing InputPath -> Parameters -> (task) -> ResultSelector -> ResultPath ->
   OutputPath, with ``null`` paths, payload templates (``"key.$"``), the context object
-  (``$$.Execution.Input``, ``$$.State.Name``, ``$$.Map.Item.Value``, ``$$.Task.Token``, ...) and
-  the intrinsic functions (``States.Format``, ``States.StringToJson``, ``States.Array``, ...);
+  (``$$.Execution.Id``, ``$$.Execution.Name``, ``$$.State.Name``, ...) and ``States.Format``;
+  JSONPath reference paths ``$``/``$$`` followed by ``.name``, ``['name']`` and ``[n]``;
+* Task resources: a Lambda function ARN (CDK ``LambdaInvoke`` with ``payload_response_only``)
+  or a service integration ``arn:aws:states:::<service>:<action>``, request-response or
+  ``.sync``; task ``TimeoutSeconds``/``HeartbeatSeconds`` and the machine's ``TimeoutSeconds``;
+* Choice rules: And/Or/Not and the String*, Numeric*, Boolean* comparisons (also their
+  ``*Path`` forms), ``StringMatches``, IsPresent/IsNull/IsNumeric/IsString/IsBoolean;
+* Wait ``Seconds``/``SecondsPath``, on a pluggable `Clock` so waits, retry back-off and
+  timeouts never sleep in tests;
 * Retry (ErrorEquals, IntervalSeconds, MaxAttempts, BackoffRate, MaxDelaySeconds,
   JitterStrategy) and Catch (ErrorEquals, ResultPath, Next), with the predefined error names
   (``States.ALL`` does not match ``States.Runtime``/``States.DataLimitExceeded``;
   ``States.TaskFailed`` matches every Task error except ``States.Timeout``);
-* task ``TimeoutSeconds``/``HeartbeatSeconds`` and the machine's ``TimeoutSeconds``, measured
-  on a pluggable `Clock` so Wait states, retry back-off and timeouts never sleep in tests;
 * the 256 KiB payload limit (``States.DataLimitExceeded``).
 
-Anything else (an unknown state type or field, a JSONata definition, workflow variables,
-distributed Map, an unknown intrinsic function, JSONPath filters) is rejected with
-`UnsupportedAslError` naming the state and the field, when the `StateMachine` is built, before
+Anything else (Parallel and Map states, intrinsics other than ``States.Format``, Timestamp
+comparisons and waits, JSONPath wildcards and filters, the ``lambda:invoke`` and
+``.waitForTaskToken`` integrations, JSONata, workflow variables, unknown fields) raises
+`UnsupportedAslError` naming the state and the field when the definition is checked, before
 any task has run: local mode never silently skips a construct the cloud would execute.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 import random
 import re
@@ -37,7 +42,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 __all__ = [
@@ -56,7 +60,7 @@ __all__ = [
     "TaskContext",
     "TaskRegistry",
     "UnsupportedAslError",
-    "lambda_invoke_response",
+    "check_supported",
 ]
 
 PAYLOAD_LIMIT_BYTES = 256 * 1024  # Step Functions: max input/output of a state
@@ -159,10 +163,9 @@ class FakeClock:
 
 
 # --------------------------------------------------------------------------------------------
-# JSONPath subset: $, $$, .name, ['name'], [n], [*]
+# JSONPath reference paths: $ or $$, then .name, ['name'], [n]
 # --------------------------------------------------------------------------------------------
 
-_WILDCARD = object()
 _NAME = re.compile(r"[^.\[\]\s()'\"]+")
 
 
@@ -170,12 +173,7 @@ _NAME = re.compile(r"[^.\[\]\s()'\"]+")
 class _Path:
     text: str
     context: bool  # $$ (context object) rather than $ (state data)
-    steps: tuple[Any, ...]  # str (member), int (index), _WILDCARD
-
-    @property
-    def is_reference(self) -> bool:
-        """A Reference Path (single node, no wildcard): what ResultPath/Variable need."""
-        return _WILDCARD not in self.steps
+    steps: tuple[str | int, ...]  # member name or array index
 
 
 def _parse_path(text: str, *, state: str | None = None, fld: str | None = None) -> _Path:
@@ -188,7 +186,7 @@ def _parse_path(text: str, *, state: str | None = None, fld: str | None = None) 
         )
     context = text.startswith("$$")
     i = 2 if context else 1
-    steps: list[Any] = []
+    steps: list[str | int] = []
     n = len(text)
     while i < n:
         c = text[i]
@@ -196,9 +194,7 @@ def _parse_path(text: str, *, state: str | None = None, fld: str | None = None) 
             raise bad("deep scan '..' is not supported")
         if c == ".":
             if text.startswith(".*", i):
-                steps.append(_WILDCARD)
-                i += 2
-                continue
+                raise bad("wildcard '.*' is not supported (reference paths only)")
             m = _NAME.match(text, i + 1)
             if not m:
                 raise bad(f"expected a member name at offset {i + 1}")
@@ -212,14 +208,14 @@ def _parse_path(text: str, *, state: str | None = None, fld: str | None = None) 
             if end < 0:
                 raise bad("unclosed '['")
             inner = text[i + 1 : end].strip()
-            if inner == "*":
-                steps.append(_WILDCARD)
-            elif re.fullmatch(r"-?\d+", inner):
+            if re.fullmatch(r"-?\d+", inner):
                 steps.append(int(inner))
             elif len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
                 steps.append(inner[1:-1])
             else:
-                raise bad(f"subscript [{inner}] (filters, slices, unions) is not supported")
+                raise bad(
+                    f"subscript [{inner}] (wildcards, filters, slices, unions) is not supported"
+                )
             i = end + 1
         else:
             raise bad(f"unexpected {c!r} at offset {i}")
@@ -231,28 +227,15 @@ _MISSING = object()
 
 def _select(path: _Path, data: Any, context: Any) -> Any:
     """The value at `path`, `_MISSING` when a step does not exist."""
-    nodes = [context if path.context else data]
-    wildcard = False
+    node = context if path.context else data
     for step in path.steps:
-        out = []
-        for node in nodes:
-            if step is _WILDCARD:
-                wildcard = True
-                if isinstance(node, dict):
-                    out.extend(node.values())
-                elif isinstance(node, list):
-                    out.extend(node)
-            elif isinstance(step, int):
-                if isinstance(node, list) and -len(node) <= step < len(node):
-                    out.append(node[step])
-            elif isinstance(node, dict) and step in node:
-                out.append(node[step])
-        nodes = out
-        if not nodes and not wildcard:
+        if isinstance(step, int):
+            if not (isinstance(node, list) and -len(node) <= step < len(node)):
+                return _MISSING
+        elif not (isinstance(node, dict) and step in node):
             return _MISSING
-    if wildcard:
-        return nodes
-    return nodes[0] if nodes else _MISSING
+        node = node[step]
+    return node
 
 
 def _get(path: _Path, data: Any, context: Any, *, what: str) -> Any:
@@ -263,7 +246,7 @@ def _get(path: _Path, data: Any, context: Any, *, what: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Intrinsic functions
+# Intrinsic functions: States.Format only
 # --------------------------------------------------------------------------------------------
 
 _LBRACE, _RBRACE = "\ue000", "\ue001"  # escaped braces inside string literals (States.Format)
@@ -286,23 +269,6 @@ class _Lit:
 
 _INTRINSICS: dict[str, tuple[int, int]] = {  # name -> (min args, max args)
     "States.Format": (1, 10_000),
-    "States.StringToJson": (1, 1),
-    "States.JsonToString": (1, 1),
-    "States.Array": (0, 10_000),
-    "States.ArrayPartition": (2, 2),
-    "States.ArrayContains": (2, 2),
-    "States.ArrayRange": (3, 3),
-    "States.ArrayGetItem": (2, 2),
-    "States.ArrayLength": (1, 1),
-    "States.ArrayUnique": (1, 1),
-    "States.Base64Encode": (1, 1),
-    "States.Base64Decode": (1, 1),
-    "States.Hash": (2, 2),
-    "States.JsonMerge": (3, 3),
-    "States.MathRandom": (2, 3),
-    "States.MathAdd": (2, 2),
-    "States.StringSplit": (2, 2),
-    "States.UUID": (0, 0),
 }
 
 
@@ -330,7 +296,10 @@ class _IntrinsicParser:
             raise self.fail(f"expected a States.* function at offset {self.i}")
         name = m.group(0)
         if name not in _INTRINSICS:
-            raise self.fail(f"intrinsic function {name} is not supported", UnsupportedAslError)
+            raise self.fail(
+                f"intrinsic function {name} is not supported (only {', '.join(_INTRINSICS)})",
+                UnsupportedAslError,
+            )
         self.i = m.end()
         self.ws()
         if not self.text.startswith("(", self.i):
@@ -425,115 +394,33 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) or (isinstance(v, float) and v.is_integer())
 
 
-def _eval_intrinsic(call: _Call, data: Any, context: Any, rng: random.Random) -> Any:
-    name = call.name
+def _eval_intrinsic(call: _Call, data: Any, context: Any) -> Any:
+    """States.Format (the only name `_IntrinsicParser` accepts)."""
 
     def value(a: Any, *, raw: bool = False) -> Any:
         if isinstance(a, _Lit):
             return a.value if raw or not isinstance(a.value, str) else _unbrace(a.value)
         if isinstance(a, _Path):
-            return _get(a, data, context, what=f"an argument of {name}")
-        return _eval_intrinsic(a, data, context, rng)
+            return _get(a, data, context, what=f"an argument of {call.name}")
+        return _eval_intrinsic(a, data, context)
 
-    args = [value(a, raw=(name == "States.Format" and k == 0)) for k, a in enumerate(call.args)]
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise _ifail(name, msg)
-
-    if name == "States.Format":
-        template = args[0]
-        need(isinstance(template, str), "the template must be a string")
-        pieces = template.split("{}")
-        need(len(pieces) - 1 == len(args) - 1, "placeholder count differs from argument count")
-        out = [pieces[0]]
-        for arg, piece in zip(args[1:], pieces[1:], strict=True):
-            out.append(arg if isinstance(arg, str) else _compact(arg))
-            out.append(piece)
-        return _unbrace("".join(out))
-    if name == "States.StringToJson":
-        need(isinstance(args[0], str), "argument must be a string")
-        try:
-            return json.loads(args[0])
-        except json.JSONDecodeError as exc:
-            raise _ifail(name, f"not JSON ({exc.msg})") from None
-    if name == "States.JsonToString":
-        return _compact(args[0])
-    if name == "States.Array":
-        return list(args)
-    if name == "States.ArrayPartition":
-        arr, size = args
-        need(isinstance(arr, list) and _is_int(size) and size > 0, "needs (array, size > 0)")
-        size = int(size)
-        return [arr[k : k + size] for k in range(0, len(arr), size)]
-    if name == "States.ArrayContains":
-        need(isinstance(args[0], list), "first argument must be an array")
-        return args[1] in args[0]
-    if name == "States.ArrayRange":
-        need(all(_is_int(a) for a in args) and args[2] != 0, "needs integer (first, last, step)")
-        first, last, step = (int(a) for a in args)
-        out = list(range(first, last + (1 if step > 0 else -1), step))
-        need(len(out) <= 1000, "range exceeds 1000 items")
-        return out
-    if name == "States.ArrayGetItem":
-        arr, idx = args
-        need(isinstance(arr, list) and _is_int(idx), "needs (array, integer index)")
-        need(0 <= int(idx) < len(arr), f"index {idx} out of range")
-        return arr[int(idx)]
-    if name == "States.ArrayLength":
-        need(isinstance(args[0], list), "argument must be an array")
-        return len(args[0])
-    if name == "States.ArrayUnique":
-        need(isinstance(args[0], list), "argument must be an array")
-        out, seen = [], []
-        for item in args[0]:
-            if item not in seen:
-                seen.append(item)
-                out.append(item)
-        return out
-    if name == "States.Base64Encode":
-        need(isinstance(args[0], str) and len(args[0]) <= 10_000, "needs a string <= 10000 chars")
-        return base64.b64encode(args[0].encode()).decode()
-    if name == "States.Base64Decode":
-        need(isinstance(args[0], str) and len(args[0]) <= 10_000, "needs a string <= 10000 chars")
-        try:
-            return base64.b64decode(args[0], validate=True).decode()
-        except ValueError:
-            raise _ifail(name, "not valid base64 text") from None
-    if name == "States.Hash":
-        data_, algo = args
-        algos = {
-            "MD5": "md5",
-            "SHA-1": "sha1",
-            "SHA-256": "sha256",
-            "SHA-384": "sha384",
-            "SHA-512": "sha512",
-        }
-        need(isinstance(data_, str) and algo in algos, f"needs (string, one of {list(algos)})")
-        return hashlib.new(algos[algo], data_.encode()).hexdigest()
-    if name == "States.JsonMerge":
-        a, b, deep = args
-        need(isinstance(a, dict) and isinstance(b, dict), "needs two objects")
-        need(deep is False, "only shallow merge (third argument false) is supported by AWS")
-        return {**a, **b}
-    if name == "States.MathRandom":
-        need(all(_is_int(a) for a in args[:2]), "needs integer (start, end)")
-        r = random.Random(int(args[2])) if len(args) == 3 else rng
-        return r.randrange(int(args[0]), int(args[1]))
-    if name == "States.MathAdd":
-        need(all(_is_int(a) for a in args), "needs two integers")
-        return int(args[0]) + int(args[1])
-    if name == "States.StringSplit":
-        s, delims = args
-        need(isinstance(s, str) and isinstance(delims, str) and delims, "needs two strings")
-        return [p for p in re.split("[" + re.escape(delims) + "]", s) if p != ""]
-    if name == "States.UUID":
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    raise _ifail(name, "not implemented")  # unreachable: names are checked at parse time
+    # The template keeps its escaped braces until the placeholders are filled.
+    args = [value(a, raw=k == 0) for k, a in enumerate(call.args)]
+    template = args[0]
+    if not isinstance(template, str):
+        raise _ifail(call.name, "the template must be a string")
+    pieces = template.split("{}")
+    if len(pieces) - 1 != len(args) - 1:
+        raise _ifail(call.name, "placeholder count differs from argument count")
+    out = [pieces[0]]
+    for arg, piece in zip(args[1:], pieces[1:], strict=True):
+        out.append(arg if isinstance(arg, str) else _compact(arg))
+        out.append(piece)
+    return _unbrace("".join(out))
 
 
 # --------------------------------------------------------------------------------------------
-# Payload templates (Parameters, ResultSelector, ItemSelector) and path fields
+# Payload templates (Parameters, ResultSelector) and path fields
 # --------------------------------------------------------------------------------------------
 
 
@@ -572,22 +459,22 @@ def _compile_dynamic(text: str, state: str, fld: str) -> _Path | _Call:
     )
 
 
-def _render_template(tpl: Any, data: Any, context: Any, rng: random.Random) -> Any:
+def _render_template(tpl: Any, data: Any, context: Any) -> Any:
     if isinstance(tpl, dict):
         out: dict[str, Any] = {}
         for key, val in tpl.items():
             if key.endswith(".$"):
                 if isinstance(val, _Call):
-                    out[key[:-2]] = _eval_intrinsic(val, data, context, rng)
+                    out[key[:-2]] = _eval_intrinsic(val, data, context)
                 else:
                     out[key[:-2]] = copy.deepcopy(
                         _get(val, data, context, what=f"the field '{key}'")
                     )
             else:
-                out[key] = _render_template(val, data, context, rng)
+                out[key] = _render_template(val, data, context)
         return out
     if isinstance(tpl, list):
-        return [_render_template(v, data, context, rng) for v in tpl]
+        return [_render_template(v, data, context) for v in tpl]
     return copy.deepcopy(tpl)
 
 
@@ -649,26 +536,11 @@ _COMPARATORS = {
     "NumericLessThanEquals": ("num", "<="),
     "NumericGreaterThanEquals": ("num", ">="),
     "BooleanEquals": ("bool", "=="),
-    "TimestampEquals": ("ts", "=="),
-    "TimestampLessThan": ("ts", "<"),
-    "TimestampGreaterThan": ("ts", ">"),
-    "TimestampLessThanEquals": ("ts", "<="),
-    "TimestampGreaterThanEquals": ("ts", ">="),
 }
-_TYPE_TESTS = ("IsNull", "IsPresent", "IsNumeric", "IsString", "IsBoolean", "IsTimestamp")
+_TYPE_TESTS = ("IsNull", "IsPresent", "IsNumeric", "IsString", "IsBoolean")
 _OPERATORS = (
     set(_COMPARATORS) | {f"{k}Path" for k in _COMPARATORS} | set(_TYPE_TESTS) | {"StringMatches"}
 )
-
-
-def _parse_timestamp(v: Any) -> datetime | None:
-    if not isinstance(v, str) or "T" not in v:
-        return None
-    try:
-        ts = datetime.fromisoformat(v)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo is not None else None
 
 
 def _coerce(kind: str, v: Any) -> Any:
@@ -677,9 +549,7 @@ def _coerce(kind: str, v: Any) -> Any:
         return v if isinstance(v, str) else None
     if kind == "num":
         return v if isinstance(v, int | float) and not isinstance(v, bool) else None
-    if kind == "bool":
-        return v if isinstance(v, bool) else None
-    return _parse_timestamp(v)
+    return v if isinstance(v, bool) else None
 
 
 def _compare(op: str, a: Any, b: Any) -> bool:
@@ -762,7 +632,10 @@ def _compile_rule(rule: Any, state: str, where: str, *, top: bool) -> _Rule:
     unknown = ops - _OPERATORS
     if unknown:
         raise UnsupportedAslError(
-            f"unknown choice operator(s) {sorted(unknown)}", state=state, field=where
+            f"choice operator(s) {sorted(unknown)} are not supported (Timestamp comparisons "
+            "and IsTimestamp are not implemented)",
+            state=state,
+            field=where,
         )
     if "Variable" not in keys or len(ops) != 1:
         raise InvalidDefinitionError(
@@ -814,7 +687,6 @@ def _eval_rule(rule: _Rule, data: Any, context: Any) -> bool:
             "IsNumeric": _coerce("num", value) is not None,
             "IsString": isinstance(value, str),
             "IsBoolean": isinstance(value, bool),
-            "IsTimestamp": _parse_timestamp(value) is not None,
         }[op]
         return actual == rule.operand
     if op == "StringMatches":
@@ -849,41 +721,13 @@ _FIELDS: dict[str, set[str]] = {
         "Retry",
         "Catch",
         "TimeoutSeconds",
-        "TimeoutSecondsPath",
         "HeartbeatSeconds",
-        "HeartbeatSecondsPath",
     },
     "Pass": _COMMON | _FLOW | _IO | {"Result", "ResultPath", "Parameters"},
-    "Wait": _COMMON | _FLOW | _IO | {"Seconds", "SecondsPath", "Timestamp", "TimestampPath"},
+    "Wait": _COMMON | _FLOW | _IO | {"Seconds", "SecondsPath"},
     "Choice": _COMMON | _IO | {"Choices", "Default"},
     "Succeed": _COMMON | _IO,
-    "Fail": _COMMON | {"Error", "ErrorPath", "Cause", "CausePath"},
-    "Parallel": _COMMON
-    | _FLOW
-    | _IO
-    | {
-        "Branches",
-        "Parameters",
-        "ResultSelector",
-        "ResultPath",
-        "Retry",
-        "Catch",
-    },
-    "Map": _COMMON
-    | _FLOW
-    | _IO
-    | {
-        "Iterator",
-        "ItemProcessor",
-        "ItemsPath",
-        "ItemSelector",
-        "Parameters",
-        "MaxConcurrency",
-        "ResultSelector",
-        "ResultPath",
-        "Retry",
-        "Catch",
-    },
+    "Fail": _COMMON | {"Error", "Cause"},
 }
 # Valid ASL that this interpreter does not implement, with the reason given in the error.
 _UNSUPPORTED_FIELDS = {
@@ -891,17 +735,19 @@ _UNSUPPORTED_FIELDS = {
     "Output": "JSONata 'Output' is not supported (JSONPath definitions only)",
     "Assign": "workflow variables ('Assign') are not supported",
     "Credentials": "cross-account task 'Credentials' are not supported",
-    "ItemReader": "distributed Map 'ItemReader' is not supported",
-    "ItemBatcher": "distributed Map 'ItemBatcher' is not supported",
-    "ResultWriter": "distributed Map 'ResultWriter' is not supported",
-    "ToleratedFailurePercentage": "distributed Map failure tolerance is not supported",
-    "ToleratedFailurePercentagePath": "distributed Map failure tolerance is not supported",
-    "ToleratedFailureCount": "distributed Map failure tolerance is not supported",
-    "ToleratedFailureCountPath": "distributed Map failure tolerance is not supported",
-    "MaxConcurrencyPath": "'MaxConcurrencyPath' is not supported",
-    "Label": "distributed Map 'Label' is not supported",
+    "TimeoutSecondsPath": "a task timeout from the input is not supported (TimeoutSeconds only)",
+    "HeartbeatSecondsPath": "a heartbeat from the input is not supported (HeartbeatSeconds only)",
+    "ErrorPath": "a Fail state's ErrorPath is not supported (a static Error only)",
+    "CausePath": "a Fail state's CausePath is not supported (a static Cause only)",
+    "Timestamp": "waiting until a timestamp is not supported (Seconds or SecondsPath only)",
+    "TimestampPath": "waiting until a timestamp is not supported (Seconds or SecondsPath only)",
 }
 _TOP_FIELDS = {"StartAt", "States", "Comment", "Version", "TimeoutSeconds", "QueryLanguage"}
+
+_LAMBDA_ARN = re.compile(r"^arn:[\w-]+:lambda:[\w-]*:\d*:function:([\w-]+)(?::[\w$-]+)?$")
+_LAMBDA_INVOKE = re.compile(r"^arn:[\w-]+:states:::lambda:invoke")
+# Request-response or .sync (run a job) service integrations; not .waitForTaskToken, .sync:2.
+_SERVICE_INTEGRATION = re.compile(r"^arn:[\w-]+:states:::[\w-]+:\w+(\.sync)?$")
 
 
 @dataclass(frozen=True)
@@ -942,7 +788,6 @@ class _State:
     retry: tuple[_Retrier, ...] = ()
     catch: tuple[_Catcher, ...] = ()
     choices: tuple[_Rule, ...] = ()
-    branches: tuple[_Machine, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # type-specific compiled values
 
 
@@ -980,26 +825,42 @@ def _number(
     return v
 
 
-def _compile_machine(defn: Any, where: str) -> _Machine:
-    label = where or "<top level>"
-    if not isinstance(defn, dict):
-        raise InvalidDefinitionError(f"{label}: a state machine definition must be an object")
+def _load(definition: Mapping[str, Any] | str) -> dict[str, Any]:
+    if isinstance(definition, str):
+        try:
+            definition = json.loads(definition)
+        except json.JSONDecodeError as exc:
+            raise InvalidDefinitionError(f"definition is not JSON: {exc}") from None
+    if not isinstance(definition, Mapping):
+        raise InvalidDefinitionError("a state machine definition must be an object")
+    return copy.deepcopy(dict(definition))
+
+
+def check_supported(definition: Mapping[str, Any] | str) -> None:
+    """Raise `UnsupportedAslError` (or `InvalidDefinitionError`) for anything not runnable here.
+
+    Walks every state, field, path, intrinsic, choice rule, retrier, catcher and Task resource
+    of `definition` (a dict or its JSON text); `StateMachine` runs the same check when built.
+    """
+    _compile_machine(_load(definition))
+
+
+def _compile_machine(defn: dict[str, Any]) -> _Machine:
     if defn.get("QueryLanguage", "JSONPath") != "JSONPath":
         raise UnsupportedAslError(
-            f"{label}: QueryLanguage {defn['QueryLanguage']!r} is not supported "
-            "(JSONPath definitions only)",
+            f"QueryLanguage {defn['QueryLanguage']!r} is not supported (JSONPath definitions only)",
             field="QueryLanguage",
         )
     unknown = set(defn) - _TOP_FIELDS
     if unknown:
-        raise UnsupportedAslError(f"{label}: unknown top-level field(s) {sorted(unknown)}")
+        raise UnsupportedAslError(f"unknown top-level field(s) {sorted(unknown)}")
     states_raw = defn.get("States")
     start = defn.get("StartAt")
     if not isinstance(states_raw, dict) or not states_raw:
-        raise InvalidDefinitionError(f"{label}: 'States' must be a non-empty object")
+        raise InvalidDefinitionError("'States' must be a non-empty object")
     if start not in states_raw:
-        raise InvalidDefinitionError(f"{label}: StartAt {start!r} is not a state")
-    timeout = _number(defn, "TimeoutSeconds", label, integer=True, minimum=1)
+        raise InvalidDefinitionError(f"StartAt {start!r} is not a state")
+    timeout = _number(defn, "TimeoutSeconds", "<top level>", integer=True, minimum=1)
     states = {name: _compile_state(name, raw) for name, raw in states_raw.items()}
     for st in states.values():
         targets = [("Next", st.next), ("Default", st.extra.get("default"))]
@@ -1019,7 +880,9 @@ def _compile_state(name: str, raw: Any) -> _State:
     stype = raw.get("Type")
     if stype not in _FIELDS:
         raise UnsupportedAslError(
-            f"state type {stype!r} is not supported", state=name, field="Type"
+            f"state type {stype!r} is not supported (only {', '.join(sorted(_FIELDS))})",
+            state=name,
+            field="Type",
         )
     if raw.get("QueryLanguage", "JSONPath") != "JSONPath":
         raise UnsupportedAslError(
@@ -1036,7 +899,7 @@ def _compile_state(name: str, raw: Any) -> _State:
             f"field is not supported on a {stype} state", state=name, field=key
         )
     st = _State(name, stype, raw)
-    if stype in ("Task", "Pass", "Wait", "Parallel", "Map"):
+    if stype in ("Task", "Pass", "Wait"):
         has_next, has_end = "Next" in raw, raw.get("End") is True
         if has_next == has_end:
             raise InvalidDefinitionError("needs exactly one of Next or End: true", state=name)
@@ -1046,7 +909,7 @@ def _compile_state(name: str, raw: Any) -> _State:
             setattr(st, "has_" + _snake(key), True)
             if raw[key] is not None:
                 path = _parse_path(raw[key], state=name, fld=key)
-                if key == "ResultPath" and (path.context or not path.is_reference):
+                if key == "ResultPath" and path.context:
                     raise InvalidDefinitionError(
                         "ResultPath must be a reference path on $", state=name, field=key
                     )
@@ -1137,7 +1000,7 @@ def _compile_catch(name: str, items: Any) -> Iterator[_Catcher]:
         path = None
         if c.get("ResultPath") is not None:
             path = _parse_path(c["ResultPath"], state=name, fld=f"{fld}.ResultPath")
-            if path.context or not path.is_reference:
+            if path.context:
                 raise InvalidDefinitionError(
                     "ResultPath must be a reference path on $",
                     state=name,
@@ -1156,14 +1019,28 @@ class _Compilers:
             raise InvalidDefinitionError(
                 "Resource must be an ARN string", state=st.name, field="Resource"
             )
+        if res.endswith(".waitForTaskToken"):
+            raise UnsupportedAslError(
+                "the callback integration pattern (.waitForTaskToken) is not supported",
+                state=st.name,
+                field="Resource",
+            )
+        if _LAMBDA_INVOKE.match(res):
+            raise UnsupportedAslError(
+                "the lambda:invoke integration is not supported: call the function ARN "
+                "(LambdaInvoke payload_response_only=True, as step_functions/base.py does)",
+                state=st.name,
+                field="Resource",
+            )
+        if not (_LAMBDA_ARN.match(res) or _SERVICE_INTEGRATION.match(res)):
+            raise UnsupportedAslError(
+                f"Resource {res!r} is not supported (a Lambda function ARN, or an "
+                "arn:aws:states:::<service>:<action> integration, request-response or .sync)",
+                state=st.name,
+                field="Resource",
+            )
         for key in ("TimeoutSeconds", "HeartbeatSeconds"):
-            if key in raw and key + "Path" in raw:
-                raise InvalidDefinitionError(f"{key} and {key}Path are exclusive", state=st.name)
             st.extra[key] = _number(raw, key, st.name, integer=True, minimum=1)
-            if key + "Path" in raw:
-                st.extra[key + "Path"] = _parse_path(
-                    raw[key + "Path"], state=st.name, fld=key + "Path"
-                )
 
     @staticmethod
     def Pass(st: _State, raw: dict[str, Any]) -> None:
@@ -1171,24 +1048,15 @@ class _Compilers:
 
     @staticmethod
     def Wait(st: _State, raw: dict[str, Any]) -> None:
-        keys = [k for k in ("Seconds", "SecondsPath", "Timestamp", "TimestampPath") if k in raw]
+        keys = [k for k in ("Seconds", "SecondsPath") if k in raw]
         if len(keys) != 1:
-            raise InvalidDefinitionError(
-                "needs exactly one of Seconds, SecondsPath, Timestamp, TimestampPath",
-                state=st.name,
-            )
-        key = keys[0]
-        if key == "Seconds":
+            raise InvalidDefinitionError("needs exactly one of Seconds, SecondsPath", state=st.name)
+        if keys[0] == "Seconds":
             st.extra["seconds"] = _number(raw, "Seconds", st.name, integer=True)
-        elif key == "Timestamp":
-            ts = _parse_timestamp(raw["Timestamp"])
-            if ts is None:
-                raise InvalidDefinitionError(
-                    "not an RFC 3339 timestamp", state=st.name, field="Timestamp"
-                )
-            st.extra["timestamp"] = ts
         else:
-            st.extra[key] = _parse_path(raw[key], state=st.name, fld=key)
+            st.extra["SecondsPath"] = _parse_path(
+                raw["SecondsPath"], state=st.name, fld="SecondsPath"
+            )
 
     @staticmethod
     def Choice(st: _State, raw: dict[str, Any]) -> None:
@@ -1208,58 +1076,7 @@ class _Compilers:
 
     @staticmethod
     def Fail(st: _State, raw: dict[str, Any]) -> None:
-        for key in ("Error", "Cause"):
-            if key in raw and key + "Path" in raw:
-                raise InvalidDefinitionError(f"{key} and {key}Path are exclusive", state=st.name)
-            if key + "Path" in raw:
-                st.extra[key] = _compile_dynamic(raw[key + "Path"], st.name, key + "Path")
-
-    @staticmethod
-    def Parallel(st: _State, raw: dict[str, Any]) -> None:
-        branches = raw.get("Branches")
-        if not isinstance(branches, list) or not branches:
-            raise InvalidDefinitionError(
-                "Branches must be a non-empty list", state=st.name, field="Branches"
-            )
-        st.branches = tuple(
-            _compile_machine(b, f"{st.name}.Branches[{k}]") for k, b in enumerate(branches)
-        )
-
-    @staticmethod
-    def Map(st: _State, raw: dict[str, Any]) -> None:
-        if ("Iterator" in raw) == ("ItemProcessor" in raw):
-            raise InvalidDefinitionError(
-                "needs exactly one of Iterator or ItemProcessor", state=st.name
-            )
-        if "ItemSelector" in raw and "Parameters" in raw:
-            raise InvalidDefinitionError("ItemSelector and Parameters are exclusive", state=st.name)
-        proc_key = "ItemProcessor" if "ItemProcessor" in raw else "Iterator"
-        proc = dict(raw[proc_key]) if isinstance(raw[proc_key], dict) else raw[proc_key]
-        if proc_key == "ItemProcessor" and isinstance(proc, dict):
-            config = proc.pop("ProcessorConfig", {}) or {}
-            if config.get("Mode", "INLINE") != "INLINE":
-                raise UnsupportedAslError(
-                    f"Map mode {config.get('Mode')!r} is not supported (INLINE only)",
-                    state=st.name,
-                    field="ItemProcessor.ProcessorConfig.Mode",
-                )
-            unknown = set(config) - {"Mode"}
-            if unknown:
-                raise UnsupportedAslError(
-                    f"ProcessorConfig field(s) {sorted(unknown)} are not supported",
-                    state=st.name,
-                    field="ItemProcessor.ProcessorConfig",
-                )
-        st.branches = (_compile_machine(proc, f"{st.name}.{proc_key}"),)
-        st.extra["items_path"] = _parse_path(
-            raw.get("ItemsPath", "$"), state=st.name, fld="ItemsPath"
-        )
-        selector_key = "ItemSelector" if "ItemSelector" in raw else "Parameters"
-        if selector_key in raw:
-            st.extra["item_selector"] = _compile_template(raw[selector_key], st.name, selector_key)
-        # Parameters on a Map is the legacy item selector, not an input template.
-        st.has_parameters, st.parameters = False, None
-        _number(raw, "MaxConcurrency", st.name, integer=True)
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -1273,13 +1090,9 @@ class TaskContext:
 
     state_name: str
     resource: str
-    context: dict[str, Any]  # the context object ($$): Execution, State, StateMachine, Task
+    context: dict[str, Any]  # the context object ($$): Execution, State, StateMachine
     clock: Clock
     execution: _Execution
-
-    @property
-    def task_token(self) -> str | None:
-        return self.context.get("Task", {}).get("Token")
 
     def heartbeat(self) -> None:
         """SendTaskHeartbeat: restarts the HeartbeatSeconds window."""
@@ -1309,9 +1122,6 @@ class LambdaContext:
 
 LambdaHandler = Callable[[Any, LambdaContext], Any]
 
-_LAMBDA_ARN = re.compile(r"^arn:[\w-]+:lambda:[\w-]*:\d*:function:([\w-]+)(?::[\w$-]+)?$")
-_LAMBDA_INVOKE = re.compile(r"^arn:[\w-]+:states:::lambda:invoke$")
-
 
 def _function_name(ref: str) -> str:
     """Lambda FunctionName as a name, a full ARN (with or without qualifier) or partial ARN."""
@@ -1326,42 +1136,25 @@ def _function_name(ref: str) -> str:
     return ref.split(":")[0]
 
 
-def lambda_invoke_response(payload: Any, *, executed_version: str = "$LATEST") -> dict[str, Any]:
-    """What the ``lambda:invoke`` integration returns for a successful invocation."""
-    return {
-        "ExecutedVersion": executed_version,
-        "Payload": payload,
-        "SdkHttpMetadata": {"HttpStatusCode": 200},
-        "SdkResponseMetadata": {"RequestId": str(uuid.uuid4())},
-        "StatusCode": 200,
-    }
-
-
 class TaskRegistry:
-    """Maps Task ``Resource`` ARNs (exact or ``fnmatch`` patterns) and Lambda functions to code.
+    """Maps Task ``Resource`` ARNs and Lambda functions to code.
 
     * `register(resource, handler)`: ``handler(effective_input, TaskContext) -> result``; the
       result must have the service integration's shape (e.g. a ``.sync`` Glue task returns the
       ``GetJobRun`` ``JobRun`` object).
     * `register_lambda(name, handler)`: a Lambda handler ``handler(event, LambdaContext)``,
-      reached through ``arn:aws:states:::lambda:invoke`` (``FunctionName`` + ``Payload``; the
-      result is wrapped like the service does: ``{"Payload": ..., "StatusCode": 200, ...}``)
-      or through a plain Lambda function ARN (result = the return value). An exception the
-      handler raises fails the task with the exception's class name as error, and a cause in
-      Lambda's ``{"errorMessage", "errorType"}`` JSON shape, as on AWS.
+      reached through a Lambda function ARN Resource (the result is the return value). An
+      exception the handler raises fails the task with the exception's class name as error,
+      and a cause in Lambda's ``{"errorMessage", "errorType"}`` JSON shape, as on AWS.
     """
 
     def __init__(self) -> None:
-        self._exact: dict[str, TaskHandler] = {}
-        self._patterns: list[tuple[str, TaskHandler]] = []
+        self._services: dict[str, TaskHandler] = {}
         self._lambdas: dict[str, LambdaHandler] = {}
         self.calls: list[tuple[str, Any]] = []  # (resource or function name, input) in order
 
     def register(self, resource: str, handler: TaskHandler) -> None:
-        if any(c in resource for c in "*?["):
-            self._patterns.append((resource, handler))
-        else:
-            self._exact[resource] = handler
+        self._services[resource] = handler
 
     def register_lambda(self, function: str, handler: LambdaHandler) -> None:
         self._lambdas[_function_name(function)] = handler
@@ -1370,62 +1163,26 @@ class TaskRegistry:
         return _function_name(function) in self._lambdas
 
     def resolve(self, resource: str) -> TaskHandler | None:
-        if resource in self._exact:
-            return self._exact[resource]
-        for pattern, handler in self._patterns:
-            if fnmatchcase(resource, pattern):
-                return handler
-        if _LAMBDA_INVOKE.match(resource):
-            return self._invoke_lambda
+        if resource in self._services:
+            return self._services[resource]
         m = _LAMBDA_ARN.match(resource)
         if m and m.group(1) in self._lambdas:
             return self._call_lambda_arn
         return None
 
-    def _run_lambda(self, name: str, event: Any, arn: str) -> Any:
-        handler = self._lambdas.get(name)
-        if handler is None:
-            raise MissingTaskHandlerError(f"no handler registered for Lambda function {name!r}")
+    def _call_lambda_arn(self, event: Any, ctx: TaskContext) -> Any:
+        name = _function_name(ctx.resource)
+        handler = self._lambdas[name]
         self.calls.append((name, copy.deepcopy(event)))
-        ctx = LambdaContext(name, str(uuid.uuid4()), arn)
+        lambda_ctx = LambdaContext(name, str(uuid.uuid4()), ctx.resource)
         try:
-            return handler(event, ctx)
+            return handler(event, lambda_ctx)
         except StatesError:
             raise
         except Exception as exc:
             error = getattr(exc, "error", None) or type(exc).__name__
             cause = _compact({"errorMessage": str(exc), "errorType": error})
             raise StatesError(error, cause) from exc
-
-    def _invoke_lambda(self, params: Any, ctx: TaskContext) -> Any:
-        if not isinstance(params, dict) or not isinstance(params.get("FunctionName"), str):
-            raise StatesError("States.Runtime", "lambda:invoke needs Parameters.FunctionName")
-        unknown = set(params) - {
-            "FunctionName",
-            "Payload",
-            "InvocationType",
-            "Qualifier",
-            "ClientContext",
-            "LogType",
-        }
-        if unknown:
-            raise UnsupportedAslError(
-                f"lambda:invoke parameter(s) {sorted(unknown)} are not supported locally",
-                state=ctx.state_name,
-                field="Parameters",
-            )
-        if params.get("InvocationType", "RequestResponse") != "RequestResponse":
-            raise UnsupportedAslError(
-                "only RequestResponse invocations are supported",
-                state=ctx.state_name,
-                field="Parameters.InvocationType",
-            )
-        name = _function_name(params["FunctionName"])
-        payload = self._run_lambda(name, params.get("Payload", {}), params["FunctionName"])
-        return lambda_invoke_response(payload)
-
-    def _call_lambda_arn(self, event: Any, ctx: TaskContext) -> Any:
-        return self._run_lambda(_function_name(ctx.resource), event, ctx.resource)
 
     def call(self, resource: str, task_input: Any, ctx: TaskContext) -> Any:
         handler = self.resolve(resource)
@@ -1435,7 +1192,7 @@ class TaskRegistry:
                 state=ctx.state_name,
                 field="Resource",
             )
-        if handler not in (self._invoke_lambda, self._call_lambda_arn):
+        if handler != self._call_lambda_arn:
             self.calls.append((resource, copy.deepcopy(task_input)))
         return handler(task_input, ctx)
 
@@ -1447,7 +1204,7 @@ class TaskRegistry:
 
 @dataclass(frozen=True)
 class HistoryEvent:
-    """One entry of the execution history (state path "Parallel/0/Inner", "Map/3/Inner")."""
+    """One entry of the execution history."""
 
     type: str  # ExecutionStarted, StateEntered, StateExited, TaskScheduled, TaskSucceeded,
     # TaskFailed, TaskRetryScheduled, TaskProgress, CatchTaken, ExecutionSucceeded/Failed/TimedOut
@@ -1475,11 +1232,11 @@ class ExecutionResult:
         return self.status == "SUCCEEDED"
 
     def states_entered(self) -> list[str]:
-        """State paths in the order they were entered (nested ones included)."""
+        """State names in the order they were entered."""
         return [e.state for e in self.history if e.type == "StateEntered" and e.state]
 
     def state_durations(self) -> list[dict[str, Any]]:
-        """One row per state visit: path, clock and wall-clock seconds, outcome."""
+        """One row per state visit: name, clock and wall-clock seconds, outcome."""
         rows: list[dict[str, Any]] = []
         open_: dict[str, list[HistoryEvent]] = {}
         for e in self.history:
@@ -1551,8 +1308,8 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _error_matches(names: tuple[str, ...], error: str, *, in_task: bool) -> bool:
-    """ErrorEquals semantics of the predefined error names (Step Functions "Error handling")."""
+def _error_matches(names: tuple[str, ...], error: str) -> bool:
+    """ErrorEquals semantics of the predefined error names on a Task ("Error handling")."""
     if error in names:
         return True
     if error in _UNCATCHABLE:
@@ -1562,7 +1319,7 @@ def _error_matches(names: tuple[str, ...], error: str, *, in_task: bool) -> bool
     timeout = error in ("States.Timeout", "States.HeartbeatTimeout")
     if timeout and "States.Timeout" in names:  # a missed heartbeat is a kind of timeout
         return True
-    return "States.TaskFailed" in names and in_task and not timeout
+    return "States.TaskFailed" in names and not timeout
 
 
 def _check_size(value: Any, what: str) -> None:
@@ -1584,10 +1341,11 @@ def _jsonable(value: Any, what: str) -> Any:
 class StateMachine:
     """A checked, executable state machine.
 
-    Building it validates the whole definition (states, fields, transitions, paths, intrinsic
-    functions, choice rules) and raises `InvalidDefinitionError`/`UnsupportedAslError`;
-    `execute` runs one execution to its end and returns an `ExecutionResult` (it does not raise
-    for a failed execution, only for interpreter misuse such as a missing task handler).
+    Building it runs `check_supported` on the definition (states, fields, transitions, paths,
+    intrinsic functions, choice rules, resources) and raises `InvalidDefinitionError`/
+    `UnsupportedAslError`; `execute` runs one execution to its end and returns an
+    `ExecutionResult` (it does not raise for a failed execution, only for interpreter misuse
+    such as a missing task handler).
     """
 
     def __init__(
@@ -1602,13 +1360,8 @@ class StateMachine:
         max_transitions: int = DEFAULT_MAX_TRANSITIONS,
         seed: int | None = None,
     ) -> None:
-        if isinstance(definition, str):
-            try:
-                definition = json.loads(definition)
-            except json.JSONDecodeError as exc:
-                raise InvalidDefinitionError(f"definition is not JSON: {exc}") from None
-        self.definition = copy.deepcopy(dict(definition))
-        self._machine = _compile_machine(self.definition, "")
+        self.definition = _load(definition)
+        self._machine = _compile_machine(self.definition)
         self.tasks = tasks
         self.clock: Clock = clock or SystemClock()
         self.name = name
@@ -1619,31 +1372,23 @@ class StateMachine:
 
     # -- static checks -----------------------------------------------------------------------
 
-    def task_resources(self) -> list[tuple[str, str, str | None]]:
-        """(state path, Resource, static Lambda FunctionName or None) of every Task."""
-        out: list[tuple[str, str, str | None]] = []
-
-        def walk(m: _Machine, prefix: str) -> None:
-            for st in m.states.values():
-                path = f"{prefix}{st.name}"
-                if st.type == "Task":
-                    params = st.raw.get("Parameters")
-                    fn = params.get("FunctionName") if isinstance(params, dict) else None
-                    out.append((path, st.raw["Resource"], fn if isinstance(fn, str) else None))
-                for k, b in enumerate(st.branches):
-                    walk(b, f"{path}/{k}/")
-
-        walk(self._machine, "")
-        return out
+    def task_resources(self) -> list[tuple[str, str]]:
+        """(state name, Resource) of every Task."""
+        return [
+            (st.name, st.raw["Resource"])
+            for st in self._machine.states.values()
+            if st.type == "Task"
+        ]
 
     def check_handlers(self) -> None:
         """Raise `MissingTaskHandlerError` listing every Task nothing is registered for."""
         missing = []
-        for path, resource, fn in self.task_resources():
+        for name, resource in self.task_resources():
             if self.tasks.resolve(resource) is None:
-                missing.append(f"{path}: {resource}")
-            elif _LAMBDA_INVOKE.match(resource) and fn and not self.tasks.has_lambda(fn):
-                missing.append(f"{path}: Lambda function {_function_name(fn)!r}")
+                m = _LAMBDA_ARN.match(resource)
+                missing.append(
+                    f"{name}: Lambda function {m.group(1)!r}" if m else f"{name}: {resource}"
+                )
         if missing:
             raise MissingTaskHandlerError("no task handler for: " + "; ".join(missing))
 
@@ -1664,7 +1409,7 @@ class StateMachine:
         ex.emit("ExecutionStarted", None, input=execution_input)
         status, output, error, cause = "SUCCEEDED", None, None, None
         try:
-            output = self._run(self._machine, execution_input, ex, "", {})
+            output = self._run(execution_input, ex)
         except _ExecutionTimedOut:
             status, error = "TIMED_OUT", "States.Timeout"
             cause = f"execution exceeded TimeoutSeconds={self._machine.timeout}"
@@ -1690,9 +1435,8 @@ class StateMachine:
             ex.history,
         )
 
-    def _run(
-        self, m: _Machine, data: Any, ex: _Execution, prefix: str, extra_ctx: dict[str, Any]
-    ) -> Any:
+    def _run(self, data: Any, ex: _Execution) -> Any:
+        m = self._machine
         name = m.start_at
         while True:
             ex.transitions += 1
@@ -1700,44 +1444,35 @@ class StateMachine:
                 raise AslError(f"more than {self.max_transitions} state transitions: a loop?")
             ex.check_deadline()
             st = m.states[name]
-            path = f"{prefix}{name}"
             entered = ex.clock.now()
             ctx = {
                 **copy.deepcopy(ex.context_base),
-                **copy.deepcopy(extra_ctx),
                 "State": {"Name": name, "EnteredTime": _iso(entered), "RetryCount": 0},
             }
-            ex.emit("StateEntered", path, input=data)
+            ex.emit("StateEntered", name, input=data)
             try:
                 _check_size(data, f"the input of state '{name}'")
-                output, nxt = self._run_state(st, data, ex, path, ctx)
+                output, nxt = self._run_state(st, data, ex, ctx)
                 _check_size(output, f"the output of state '{name}'")
             except StatesError as err:
-                ex.emit("StateFailed", path, error=err.error, cause=err.cause)
-                catcher = next(
-                    (
-                        c
-                        for c in st.catch
-                        if _error_matches(c.errors, err.error, in_task=st.type == "Task")
-                    ),
-                    None,
-                )
+                ex.emit("StateFailed", name, error=err.error, cause=err.cause)
+                catcher = next((c for c in st.catch if _error_matches(c.errors, err.error)), None)
                 if catcher is None:
                     raise
                 error_output = {"Error": err.error, "Cause": err.cause}
                 data = _apply_result_path(
                     data, error_output, catcher.result_path, present=catcher.has_result_path
                 )
-                ex.emit("CatchTaken", path, error=err.error, next=catcher.next)
+                ex.emit("CatchTaken", name, error=err.error, next=catcher.next)
                 name = catcher.next
                 continue
-            ex.emit("StateExited", path, output=output)
+            ex.emit("StateExited", name, output=output)
             if nxt is None:
                 return output
             data, name = output, nxt
 
     def _with_retry(
-        self, st: _State, ex: _Execution, path: str, ctx: dict[str, Any], attempt: Callable[[], Any]
+        self, st: _State, ex: _Execution, ctx: dict[str, Any], attempt: Callable[[], Any]
     ) -> Any:
         counts = [0] * len(st.retry)
         while True:
@@ -1745,11 +1480,7 @@ class StateMachine:
                 return attempt()
             except StatesError as err:
                 idx = next(
-                    (
-                        k
-                        for k, r in enumerate(st.retry)
-                        if _error_matches(r.errors, err.error, in_task=st.type == "Task")
-                    ),
+                    (k for k, r in enumerate(st.retry) if _error_matches(r.errors, err.error)),
                     None,
                 )
                 if idx is None:
@@ -1766,7 +1497,7 @@ class StateMachine:
                 ctx["State"]["RetryCount"] = sum(counts)
                 ex.emit(
                     "TaskRetryScheduled",
-                    path,
+                    st.name,
                     error=err.error,
                     attempt=counts[idx],
                     delay_seconds=delay,
@@ -1788,45 +1519,22 @@ class StateMachine:
             return {}
         return copy.deepcopy(_get(st.output_path, value, ctx, what="OutputPath"))
 
-    def _finish(self, st: _State, raw: Any, result: Any, ctx: dict[str, Any]) -> Any:
-        if st.has_result_selector:
-            result = _render_template(st.result_selector, result, ctx, self._rng)
-        out = _apply_result_path(raw, result, st.result_path, present=st.has_result_path)
-        return self._output(st, out, ctx)
-
-    def _effective(self, st: _State, raw: Any, ctx: dict[str, Any]) -> Any:
-        eff = self._input(st, raw, ctx)
-        if st.has_parameters:
-            eff = _render_template(st.parameters, eff, ctx, self._rng)
-        return eff
-
     def _run_state(
-        self, st: _State, raw: Any, ex: _Execution, path: str, ctx: dict[str, Any]
+        self, st: _State, raw: Any, ex: _Execution, ctx: dict[str, Any]
     ) -> tuple[Any, str | None]:
         nxt = None if st.end else st.next
         t = st.type
         if t == "Pass":
-            eff = self._effective(st, raw, ctx)
+            eff = self._input(st, raw, ctx)
+            if st.has_parameters:
+                eff = _render_template(st.parameters, eff, ctx)
             result = copy.deepcopy(st.raw["Result"]) if "Result" in st.raw else eff
             out = _apply_result_path(raw, result, st.result_path, present=st.has_result_path)
             return self._output(st, out, ctx), nxt
         if t == "Succeed":
             return self._output(st, self._input(st, raw, ctx), ctx), None
         if t == "Fail":
-            error, cause = st.raw.get("Error", "States.Fail"), st.raw.get("Cause", "")
-            for key in ("Error", "Cause"):
-                dyn = st.extra.get(key)
-                if dyn is None:
-                    continue
-                value = (
-                    _eval_intrinsic(dyn, raw, ctx, self._rng)
-                    if isinstance(dyn, _Call)
-                    else _get(dyn, raw, ctx, what=f"{key}Path")
-                )
-                if not isinstance(value, str):
-                    raise _runtime(f"{key}Path of state '{st.name}' did not yield a string")
-                error, cause = (value, cause) if key == "Error" else (error, value)
-            raise StatesError(error, cause)
+            raise StatesError(st.raw.get("Error", "States.Fail"), st.raw.get("Cause", ""))
         if t == "Choice":
             eff = self._input(st, raw, ctx)
             for rule in st.choices:
@@ -1844,59 +1552,17 @@ class StateMachine:
             self._wait(st, eff, ctx, ex)
             return self._output(st, eff, ctx), nxt
         if t == "Task":
-            return self._with_retry(
-                st, ex, path, ctx, lambda: self._task(st, raw, ex, path, ctx)
-            ), nxt
-        if t == "Parallel":
-
-            def parallel() -> Any:
-                eff = self._effective(st, raw, ctx)
-                results = [
-                    self._run(b, copy.deepcopy(eff), ex, f"{path}/{k}/", {})
-                    for k, b in enumerate(st.branches)
-                ]
-                return self._finish(st, raw, results, ctx)
-
-            return self._with_retry(st, ex, path, ctx, parallel), nxt
-        if t == "Map":
-
-            def run_map() -> Any:
-                eff = self._input(st, raw, ctx)
-                items = _get(st.extra["items_path"], eff, ctx, what="ItemsPath")
-                if not isinstance(items, list):
-                    raise _runtime(f"ItemsPath of Map state '{st.name}' is not an array")
-                results = []
-                for k, item in enumerate(items):
-                    map_ctx = {"Map": {"Item": {"Index": k, "Value": copy.deepcopy(item)}}}
-                    item_input = copy.deepcopy(item)
-                    if "item_selector" in st.extra:
-                        item_input = _render_template(
-                            st.extra["item_selector"], eff, {**ctx, **map_ctx}, self._rng
-                        )
-                    results.append(
-                        self._run(st.branches[0], item_input, ex, f"{path}/{k}/", map_ctx)
-                    )
-                return self._finish(st, raw, results, ctx)
-
-            return self._with_retry(st, ex, path, ctx, run_map), nxt
+            return self._with_retry(st, ex, ctx, lambda: self._task(st, raw, ex, ctx)), nxt
         raise UnsupportedAslError(f"state type {t!r} is not supported", state=st.name)
 
     def _wait(self, st: _State, eff: Any, ctx: dict[str, Any], ex: _Execution) -> None:
         if "seconds" in st.extra:
             seconds = float(st.extra["seconds"])
-        elif "timestamp" in st.extra:
-            seconds = (st.extra["timestamp"] - ex.clock.now()).total_seconds()
-        elif "SecondsPath" in st.extra:
+        else:
             v = _get(st.extra["SecondsPath"], eff, ctx, what="SecondsPath")
             if not _is_int(v) or v < 0:
                 raise _runtime(f"SecondsPath of state '{st.name}' is not a non-negative integer")
             seconds = float(v)
-        else:
-            v = _get(st.extra["TimestampPath"], eff, ctx, what="TimestampPath")
-            ts = _parse_timestamp(v)
-            if ts is None:
-                raise _runtime(f"TimestampPath of state '{st.name}' is not an RFC 3339 timestamp")
-            seconds = (ts - ex.clock.now()).total_seconds()
         timeout = self._machine.timeout
         if timeout is not None:
             left = timeout - (ex.clock.now() - ex.start).total_seconds()
@@ -1905,51 +1571,44 @@ class StateMachine:
                 raise _ExecutionTimedOut()
         ex.clock.sleep(max(0.0, seconds))
 
-    def _task(self, st: _State, raw: Any, ex: _Execution, path: str, ctx: dict[str, Any]) -> Any:
+    def _task(self, st: _State, raw: Any, ex: _Execution, ctx: dict[str, Any]) -> Any:
         resource = st.raw["Resource"]
         eff_in = self._input(st, raw, ctx)
-        timeouts = {}
-        for key in ("TimeoutSeconds", "HeartbeatSeconds"):
-            timeouts[key] = st.extra.get(key)
-            if key + "Path" in st.extra:
-                v = _get(st.extra[key + "Path"], eff_in, ctx, what=f"{key}Path")
-                if not _is_int(v) or v < 1:
-                    raise _runtime(f"{key}Path of state '{st.name}' is not a positive integer")
-                timeouts[key] = v
         task_ctx = copy.deepcopy(ctx)
-        if resource.endswith(".waitForTaskToken"):
-            task_ctx["Task"] = {"Token": str(uuid.UUID(int=self._rng.getrandbits(128)))}
         eff = eff_in
         if st.has_parameters:
-            eff = _render_template(st.parameters, eff_in, task_ctx, self._rng)
+            eff = _render_template(st.parameters, eff_in, task_ctx)
         _check_size(eff, f"the task input of state '{st.name}'")
-        ex.emit("TaskScheduled", path, resource=resource, parameters=eff)
+        ex.emit("TaskScheduled", st.name, resource=resource, parameters=eff)
         started = ex.clock.now()
         ex.last_heartbeat = started
         handle = TaskContext(st.name, resource, task_ctx, ex.clock, ex)
         try:
             result = self.tasks.call(resource, eff, handle)
         except StatesError as err:
-            ex.emit("TaskFailed", path, error=err.error, cause=err.cause)
+            ex.emit("TaskFailed", st.name, error=err.error, cause=err.cause)
             raise
         except AslError:
             raise
         except Exception as exc:  # a handler bug or a task failure it did not name
             error = getattr(exc, "error", None) or type(exc).__name__
-            ex.emit("TaskFailed", path, error=error, cause=str(exc))
+            ex.emit("TaskFailed", st.name, error=error, cause=str(exc))
             raise StatesError(error, str(exc)) from exc
         now = ex.clock.now()
-        timeout, heartbeat = timeouts["TimeoutSeconds"], timeouts["HeartbeatSeconds"]
+        timeout, heartbeat = st.extra["TimeoutSeconds"], st.extra["HeartbeatSeconds"]
         if timeout is not None and (now - started).total_seconds() > timeout:
-            ex.emit("TaskFailed", path, error="States.Timeout")
+            ex.emit("TaskFailed", st.name, error="States.Timeout")
             raise StatesError("States.Timeout", f"task exceeded TimeoutSeconds={timeout}")
         if heartbeat is not None and (now - ex.last_heartbeat).total_seconds() > heartbeat:
-            ex.emit("TaskFailed", path, error="States.HeartbeatTimeout")
+            ex.emit("TaskFailed", st.name, error="States.HeartbeatTimeout")
             raise StatesError(
                 "States.HeartbeatTimeout", f"no heartbeat within HeartbeatSeconds={heartbeat}"
             )
         result = _jsonable(result, f"the result of task state '{st.name}'")
         _check_size(result, f"the result of task state '{st.name}'")
-        ex.emit("TaskSucceeded", path, output=result, seconds=(now - started).total_seconds())
+        ex.emit("TaskSucceeded", st.name, output=result, seconds=(now - started).total_seconds())
         ex.check_deadline()
-        return self._finish(st, raw, result, ctx)
+        if st.has_result_selector:
+            result = _render_template(st.result_selector, result, ctx)
+        out = _apply_result_path(raw, result, st.result_path, present=st.has_result_path)
+        return self._output(st, out, ctx)
