@@ -35,7 +35,12 @@ What runs, in order (docs/local-mode.md has the full list of what is real and wh
    against moto's Step Functions when the drift decision asks for retraining, then the
    execution it started, on the local interpreter: it trains against the production model
    (``TrainAgainstProduction``), gates like with like and redeploys.
-6. A report (`clinical_ner_local.report`): ``<output>/report.md`` + PNG plots.
+6. With the bundled samples, the review loop without a person (`clinical_ner_local.review_demo`):
+   the publish steps queued every note; a scripted reviewer applies the SYNTHETIC corrections
+   through the workbench API; the reviewed annotations start a ``reviewed_annotations``
+   retraining (gated on the validated evaluation set too); held-back notes are extracted by
+   the new model and reviewed: KPIs before and after.
+7. A report (`clinical_ner_local.report`): ``<output>/report.md`` + PNG plots.
 
 PHI: nothing here logs note text; the report shows entities of the SYNTHETIC notes only (for
 user data it shows counts, not text).
@@ -126,6 +131,8 @@ class RunOptions:
     cdk_out: Path | None = None  # read this cdk.out instead of synthesizing
     drift_windows: bool = True
     progress: bool = True
+    review: bool = True  # the scripted-reviewer demo of the review loop (bundled samples only)
+    retrain_after_reviewed_notes: int = 25  # the demo's threshold (stage default: 200)
 
 
 # ============================================================================ progress
@@ -491,6 +498,7 @@ class LocalRunResult:
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)
     retraining: dict[str, Any] = field(default_factory=dict)
+    review: dict[str, Any] = field(default_factory=dict)
     sns_messages: list[dict[str, Any]] = field(default_factory=list)
     tracking: dict[str, Any] = field(default_factory=dict)
     skipped_wait_seconds: float = 0.0
@@ -1088,6 +1096,11 @@ def run(opts: RunOptions) -> LocalRunResult:
         _provision(aws, assembly)
         pipeline = LocalPipeline(aws, assembly, lake, opts, workdir, progress, result)
         try:
+            review_table = None
+            if opts.review and opts.drift_windows and not opts.notes:
+                from clinical_ner_local.review_demo import prepare_review_table
+
+                review_table = prepare_review_table(pipeline)
             t = mark("emulator_setup", t)
             _upload_inputs(pipeline, opts, result, progress)
             t = mark("upload", t)
@@ -1125,6 +1138,20 @@ def run(opts: RunOptions) -> LocalRunResult:
                 _maybe_retrain(pipeline, result, progress)
                 result.registry = _registry_status(aws, pipeline)
                 t = mark("retraining", t)
+                if review_table:
+                    from clinical_ner_local.review_demo import run_review_demo
+
+                    result.review = run_review_demo(
+                        pipeline,
+                        result,
+                        progress,
+                        table=review_table,
+                        retrain_after=opts.retrain_after_reviewed_notes,
+                        summarize=_execution_summary,
+                        strip=_strip,
+                    )
+                    result.registry = _registry_status(aws, pipeline)
+                    t = mark("review_loop", t)
             else:
                 result.missing.append("no Extraction stack in the synthesized app")
         except LocalRunError as exc:
@@ -1473,6 +1500,7 @@ def _maybe_retrain(pipeline: LocalPipeline, result: LocalRunResult, progress: Pr
     ex = pipeline.execute("Training", started_input, "retraining")
     result.retraining["execution"] = _execution_summary(ex)
     result.retraining["gate"] = (ex.output or {}).get("gate") or {}
+    result.retraining["tracking"] = dict(result.tracking)  # before a later run replaces it
     result.retraining["register"] = _strip((ex.output or {}).get("register") or {})
     if not ex.succeeded:
         raise LocalRunError(f"the retraining execution ended {ex.status}: {ex.error} ({ex.cause})")

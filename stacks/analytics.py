@@ -10,6 +10,10 @@
   CloudWatch metrics on, engine version 3 (Trino).
 - One ``AWS::Athena::NamedQuery`` per `clinical_ner.data.analytics.QUERIES` entry, in the workgroup
   and the database: the same SQL text the DuckDB tests run.
+- The validation team's ``reviews`` table (`clinical_ner.data.schemas.REVIEW_SCHEMA`, written by
+  the review stack's Lambda under ``reviews/``) and its KPI queries (`REVIEW_QUERIES`) live here
+  too: one workgroup and one database for everything the team queries, and the review stack
+  stays the serving side (queue, API, identity) with no Athena resources of its own.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
 from constructs import Construct
 
-from clinical_ner.data.analytics import QUERIES
-from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
+from clinical_ner.data.analytics import QUERIES, REVIEW_QUERIES, REVIEW_TABLE
+from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA, REVIEW_SCHEMA
 from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
@@ -69,13 +73,21 @@ class AnalyticsStack(Stack):
                 "One row per extracted note: counts (per label as JSON), length, mean "
                 "confidence, model version.",
             ),
+            REVIEW_TABLE: self._table(
+                "ReviewsTable",
+                REVIEW_TABLE,
+                REVIEW_SCHEMA,
+                f"s3://{bucket}/{lake.reviews}",
+                "One row per reviewer decision on a model entity (or an added mention) plus "
+                "one note_reviewed row per submitted note: the workbench's KPIs. No note text.",
+            ),
         }
 
         self.workgroup = athena.CfnWorkGroup(
             self,
             "WorkGroup",
             name=f"{config.resource_prefix}-validation",
-            description="Clinical NER validation team: entities, notes, quarantine",
+            description="Clinical NER validation team: entities, notes, quarantine, reviews",
             state="ENABLED",
             recursive_delete_option=True,
             work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
@@ -98,7 +110,7 @@ class AnalyticsStack(Stack):
             ),
         )
         self.named_queries: dict[str, athena.CfnNamedQuery] = {}
-        for q in QUERIES:
+        for q in (*QUERIES, *REVIEW_QUERIES):
             nq = athena.CfnNamedQuery(
                 self,
                 f"Query{''.join(p.capitalize() for p in q.name.split('_'))}",

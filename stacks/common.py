@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, Size, Stack
+from aws_cdk import CfnParameter, Duration, Size, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -60,6 +60,9 @@ SYNCHRONOUS_ONLY_REASON = (
 
 CORE_LAYER_ID = "CoreLayer"
 POWERTOOLS_LAYER_ID = "PowertoolsLayer"
+PANDAS_LAYER_ID = "AwsSdkPandasLayer"
+PANDAS_LAYER_PARAMETER = "AwsSdkPandasLayerArn"
+PANDAS_LAYER_DOC = "https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html"
 # AWS publishes the Powertools layer from this account in every commercial region
 # (docs.aws.amazon.com/powertools/python/latest/#lambda-layer). The layer version number is
 # AWS's own counter, not the library version: bump it together with the aws-lambda-powertools
@@ -133,6 +136,30 @@ def powertools_layer(scope: Construct) -> lambda_.ILayerVersion:
     return lambda_.LayerVersion.from_layer_version_arn(
         stack, POWERTOOLS_LAYER_ID, powertools_layer_arn(stack)
     )
+
+
+def pandas_layer(scope: Construct) -> lambda_.ILayerVersion:
+    """The stack's AWS SDK for pandas layer (pyarrow, numpy), created on first use.
+
+    Its ARN is the stack parameter `PANDAS_LAYER_PARAMETER`, not a constant like Powertools':
+    AWS numbers this layer's versions per region (the table at `PANDAS_LAYER_DOC`), so no one
+    ARN is right everywhere.
+    """
+    stack = Stack.of(scope)
+    found = stack.node.try_find_child(PANDAS_LAYER_ID)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    arn = CfnParameter(
+        stack,
+        PANDAS_LAYER_PARAMETER,
+        type="String",
+        allowed_pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:AWSSDKPandas-Python312-Arm64:\d+$",
+        description=(
+            "ARN of the AWS-managed AWS SDK for pandas layer (Python 3.12, arm64) in the "
+            f"deployment region, from {PANDAS_LAYER_DOC}"
+        ),
+    )
+    return lambda_.LayerVersion.from_layer_version_arn(stack, PANDAS_LAYER_ID, arn.value_as_string)
 
 
 def powertools_environment() -> dict[str, str]:
@@ -251,6 +278,7 @@ def pipeline_function(
     async_retry_attempts: int | None = None,
     star_reason: str | None = None,
     outside_vpc_reason: str | None = None,
+    synchronous_reason: str = SYNCHRONOUS_ONLY_REASON,
 ) -> tuple[lambda_.Function, iam.ManagedPolicy]:
     """`{title}Logs`, `{title}Role`, `{title}Policy` and `{title}Function` in `scope`.
 
@@ -258,8 +286,9 @@ def pipeline_function(
     group, then (with `dead_letter_queue`) sending to the queue and using its key, then (in
     the VPC) managing its network interfaces. Layers: `extra_layers`, the core layer, and
     Powertools last (its pydantic and typing_extensions win over older copies in an AWS SDK
-    for pandas layer). A function without a dead-letter queue is a Step Functions step
-    (invoked synchronously); one outside the VPC must say why (`outside_vpc_reason`).
+    for pandas layer). A function without a dead-letter queue is invoked synchronously only
+    (a Step Functions step unless `synchronous_reason` says who else calls it); one outside
+    the VPC must say why (`outside_vpc_reason`).
     """
     if network is not None and not star_reason:
         raise ValueError(f"{title}: a VPC function's policy has Resource '*'; give star_reason")
@@ -342,7 +371,7 @@ def pipeline_function(
     if outside_vpc_reason:
         acknowledge(fn, "HIPAA.Security-LambdaInsideVPC", outside_vpc_reason)
     if dead_letter_queue is None:
-        acknowledge(fn, "HIPAA.Security-LambdaDLQ", SYNCHRONOUS_ONLY_REASON)
+        acknowledge(fn, "HIPAA.Security-LambdaDLQ", synchronous_reason)
     return fn, policy
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnParameter, Duration, Size, Stack
+from aws_cdk import Duration, Size, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -37,12 +37,18 @@ from clinical_ner.data.publish import TRANSFORM_PREFIX
 from clinical_ner.pipeline.monitoring import NAMESPACE
 from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge, acknowledge_state_machine_policy
-from stacks.common import LambdaNetwork, pipeline_function, pipeline_state_machine
+from stacks.common import (
+    LambdaNetwork,
+    pandas_layer,
+    pipeline_function,
+    pipeline_state_machine,
+)
 from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.iam_roles import service_role
 from stacks.monitoring import MonitoringStack
-from stacks.naming import extraction_names, serving_names
+from stacks.naming import extraction_names, review_names, serving_names
+from stacks.review import ReviewStack
 from stacks.rules import start_execution_rule
 from stacks.sagemaker_roles import (
     NETWORK_INTERFACES_ACK,
@@ -61,7 +67,6 @@ TRANSFORM = TransformSettings(
     timeout=Duration.hours(6),
 )
 STATE_MACHINE_TIMEOUT = Duration.hours(8)
-PANDAS_LAYER_DOC = "https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html"
 
 
 class ExtractionStack(Stack):
@@ -77,15 +82,17 @@ class ExtractionStack(Stack):
         data_prep: DataPrepStack,
         training: TrainingStack,
         monitoring: MonitoringStack,
+        review: ReviewStack,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
+        self.review = review
         self.names = extraction_names(config.resource_prefix)
         self.model_prefix = f"{config.resource_prefix}-bt"
         self.data_lake = data_lake
         self.training = training
-        self.pandas_layer = self._pandas_layer()
+        self.pandas_layer = pandas_layer(self)
         self.transform_role = self._transform_role()
         self.functions: dict[str, lambda_.Function] = {}
         self.function_policies: dict[str, iam.ManagedPolicy] = {}
@@ -98,22 +105,6 @@ class ExtractionStack(Stack):
         self.rule = self._new_notes_rule()
 
     # ------------------------------------------------------------------ building blocks
-
-    def _pandas_layer(self) -> lambda_.ILayerVersion:
-        """The AWS SDK for pandas layer (pyarrow, numpy), its regional ARN a stack parameter."""
-        arn = CfnParameter(
-            self,
-            "AwsSdkPandasLayerArn",
-            type="String",
-            allowed_pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:AWSSDKPandas-Python312-Arm64:\d+$",
-            description=(
-                "ARN of the AWS-managed AWS SDK for pandas layer (Python 3.12, arm64) in the "
-                f"deployment region, from {PANDAS_LAYER_DOC}"
-            ),
-        )
-        return lambda_.LayerVersion.from_layer_version_arn(
-            self, "AwsSdkPandasLayer", arn.value_as_string
-        )
 
     def _transform_role(self) -> iam.Role:
         """The role of the SageMaker Models that Batch Transform runs (findings acknowledged)."""
@@ -207,6 +198,24 @@ class ExtractionStack(Stack):
             actions=actions,
             resources=[self.data_lake.lake_object_arn(p) for p in prefixes],
         )
+
+    def _review_queue(self) -> list[iam.PolicyStatement]:
+        """Publish enqueues each note for review (docs/review.md): the table by name, its key."""
+        name = review_names(self.config.resource_prefix)["table"]
+        return [
+            iam.PolicyStatement(
+                sid="EnqueueForReview",
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                resources=[
+                    f"arn:{self.partition}:dynamodb:{self.region}:{self.account}:table/{name}"
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="UseReviewKey",
+                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                resources=[self.review.key.key_arn],
+            ),
+        ]
 
     def _lake_key(self) -> iam.PolicyStatement:
         return iam.PolicyStatement(
@@ -322,8 +331,9 @@ class ExtractionStack(Stack):
             "PublishExtractions",
             "publish_extractions",
             "handler.handler",
-            self._common_env(),
+            {**self._common_env(), "REVIEW_TABLE": self.review.names["table"]},
             [
+                *self._review_queue(),
                 self._listing(
                     TRANSFORM_PREFIX,
                     lake.curated_notes,

@@ -6,13 +6,20 @@
   *severe* (level 2) publishes to the KMS-encrypted alerts topic, whose e-mail subscription
   is the stage's ``alarm_email``. Severe drift does not retrain: it sends people back to
   experimentation. Alarm names and descriptions are static text: no note text, no note ids.
+- Measured quality (the workbench's reviews, docs/review.md): ``ProductionPrecision`` and
+  ``ProductionRecall`` (dimension ``Stage``) below the stage floors (`ReviewSettings`) over a
+  day with at least ``min_reviewed_notes_for_alarm`` reviewed notes raise the same two
+  actions: moderate -> the retraining Lambda, severe -> the alerts topic.
 - The retraining Lambda (`clinical_ner.pipeline.retraining`) starts the training state machine,
   debounced (nothing while an execution RUNs, nothing within the stage's cool-down; reserved
-  concurrency 1). It is also the target of an EventBridge rule on S3 "Object Created" under
-  ``raw/annotations/`` and can be invoked by hand (``{"trigger": "manual"}``).
+  concurrency 1). It is also the target of S3 "Object Created" under ``raw/annotations/``
+  except ``raw/annotations/reviewed/`` (two EventBridge hops, `_annotations_rule`), the
+  target of the review Lambda's asynchronous call when enough reviewed notes accumulated,
+  and can be invoked by hand (``{"trigger": "manual"}``).
 - The dashboard shows volumes, quarantine rate, latency and errors of the extraction pipeline
   (by the deterministic names of `stacks.naming.extraction_names`, so this stack does not
-  depend on the extraction stack) and every drift signal with its moderate/severe lines.
+  depend on the extraction stack), every drift signal with its moderate/severe lines, and
+  the review KPIs.
 
 The extraction stack reuses `topic` for its failure notifications.
 """
@@ -39,9 +46,20 @@ from clinical_ner.pipeline.stage_config import StageConfig
 from stacks.checks import acknowledge
 from stacks.common import pipeline_function, stage_key
 from stacks.data_lake import DataLakeStack
-from stacks.naming import extraction_names, resource_name
+from stacks.iam_roles import service_role
+from stacks.naming import extraction_names, resource_name, review_names
 
 ALARM_PERIOD = Duration.hours(1)
+KPI_DAY = Duration.days(1)
+# The review service publishes, after each submit, the running KPIs of the review day
+# (`mon.REVIEW_METRICS`, dimension sets [Stage] (all model versions) and [Stage,
+# ModelVersion], like the drift metrics); alarms and dashboard use [Stage]. A value is the
+# day so far, so counts are read with Maximum (the latest, largest) and ratios with Average.
+REVIEWED_NOTES_METRIC = mon.REVIEW_METRICS["notes_reviewed"][0]
+KPI_METRICS = {
+    "precision": mon.REVIEW_METRICS["production_precision"][0],
+    "recall": mon.REVIEW_METRICS["production_recall"][0],
+}
 
 
 class MonitoringStack(Stack):
@@ -82,6 +100,7 @@ class MonitoringStack(Stack):
 
         self.retraining_function = self._retraining_function(data_lake, training_state_machine)
         self.alarms = self._drift_alarms()
+        self.quality_alarms = self._quality_alarms()
         self.annotations_rule = self._annotations_rule(data_lake)
         self.dashboard = self._dashboard(training_state_machine)
 
@@ -145,18 +164,143 @@ class MonitoringStack(Stack):
             alarms[f"{cls.value}-severe"] = severe
         return alarms
 
+    def _quality_alarms(self) -> dict[str, cw.Alarm]:
+        """Measured precision / recall below the stage floors: the drift alarms' two actions.
+
+        Per KPI, on the review day's running value (hourly, like drift) and only once at least
+        ``min_reviewed_notes_for_alarm`` notes were reviewed that day (fewer are too few to
+        judge): *moderate* (below the moderate floor, not below the severe one) invokes the
+        retraining Lambda, *severe* (below the severe floor) publishes to the alerts topic.
+        """
+        prefix = self.config.resource_prefix
+        stage = self.config.stage.value
+        rv = self.config.review
+        notes = self._stage_metric(REVIEWED_NOTES_METRIC, "Maximum", ALARM_PERIOD)
+        alarms: dict[str, cw.Alarm] = {}
+        for kpi, metric_name in KPI_METRICS.items():
+            value = self._stage_metric(metric_name, "Average", ALARM_PERIOD)
+            moderate_floor = getattr(rv, f"{kpi}_moderate")
+            severe_floor = getattr(rv, f"{kpi}_severe")
+            enough = f"n >= {rv.min_reviewed_notes_for_alarm}"
+            levels = {
+                "moderate": (
+                    f"IF({enough} AND v < {moderate_floor} AND v >= {severe_floor}, 1, 0)",
+                    f"below the moderate floor {moderate_floor}: retraining is started "
+                    "automatically (debounced).",
+                ),
+                "severe": (
+                    f"IF({enough} AND v < {severe_floor}, 1, 0)",
+                    f"below the severe floor {severe_floor}: no automatic retraining; look at "
+                    "the reviews (Athena query review_kpis_by_day) and go back to "
+                    "experimentation.",
+                ),
+            }
+            for level, (expression, consequence) in levels.items():
+                alarm = cw.Alarm(
+                    self,
+                    f"{kpi.capitalize()}{level.capitalize()}Quality",
+                    alarm_name=f"{prefix}-quality-{kpi}-{level}",
+                    alarm_description=(
+                        f"Production {kpi} measured by the validation team's reviews in stage "
+                        f"{stage} (the review day so far, at least "
+                        f"{rv.min_reviewed_notes_for_alarm} reviewed notes) is {consequence} "
+                        "See docs/review.md and docs/monitoring.md."
+                    ),
+                    metric=cw.MathExpression(
+                        expression=expression,
+                        using_metrics={"n": notes, "v": value},
+                        label=f"{kpi} is {level}ly low",
+                        period=ALARM_PERIOD,
+                    ),
+                    threshold=1,
+                    comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    evaluation_periods=1,
+                    datapoints_to_alarm=1,
+                    treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                )
+                if level == "moderate":
+                    alarm.add_alarm_action(
+                        cw_actions.LambdaAction(
+                            self.retraining_function, use_unique_permission_id=True
+                        )
+                    )
+                else:
+                    alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+                alarms[f"{kpi}-{level}"] = alarm
+        return alarms
+
+    def _stage_metric(
+        self, name: str, statistic: str, period: Duration, label: str | None = None
+    ) -> cw.Metric:
+        return cw.Metric(
+            namespace=mon.NAMESPACE,
+            metric_name=name,
+            dimensions_map={mon.DIM_STAGE: self.config.stage.value},
+            statistic=statistic,
+            period=period,
+            label=label or name,
+        )
+
     def _annotations_rule(self, data_lake: DataLakeStack) -> events.Rule:
-        """New annotated data under raw/annotations/ invokes the retraining Lambda."""
+        """Annotation files under raw/annotations/, except reviewed/, invoke the retraining Lambda.
+
+        The workbench writes one file per reviewed note under ``raw/annotations/reviewed/``;
+        those start training through the count threshold instead (docs/review.md), so they
+        must not each fire this rule. EventBridge cannot AND two conditions on one field (a
+        key prefix and an anything-but prefix), so the filter takes two hops: a default-bus
+        rule forwards Object Created events under ``raw/annotations/`` to the stage's
+        annotations bus, where this rule drops ``raw/annotations/reviewed/``.
+        """
+        lake = self.config.lake
+        bucket = {"name": [data_lake.lake.bucket_name]}
+        self.annotations_bus = events.EventBus(
+            self,
+            "AnnotationsBus",
+            event_bus_name=review_names(self.config.resource_prefix)["annotations_bus"],
+            description="S3 Object Created events under raw/annotations/ of the lake",
+        )
+        role, _ = service_role(
+            self,
+            "AnnotationsForward",
+            service="events.amazonaws.com",
+            role_description="EventBridge: forward raw/annotations/ object events to the "
+            "annotations bus",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["events:PutEvents"],
+                    resources=[self.annotations_bus.event_bus_arn],
+                )
+            ],
+        )
+        self.annotations_forward_rule = events.Rule(
+            self,
+            "AnnotationsForwardRule",
+            description="Objects created under raw/annotations/ go to the annotations bus",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={"bucket": bucket, "object": {"key": [{"prefix": lake.raw_annotations}]}},
+            ),
+        )
+        self.annotations_forward_rule.add_target(
+            targets.EventBus(
+                self.annotations_bus,
+                role=role.without_policy_updates(),
+                dead_letter_queue=self.dead_letters,
+            )
+        )
         rule = events.Rule(
             self,
             "NewAnnotationsRule",
-            description="New annotated data under raw/annotations/ starts retraining (debounced)",
+            event_bus=self.annotations_bus,
+            description="New annotated data (not the workbench's reviewed/) starts retraining "
+            "(debounced)",
             event_pattern=events.EventPattern(
                 source=["aws.s3"],
                 detail_type=["Object Created"],
                 detail={
-                    "bucket": {"name": [data_lake.lake.bucket_name]},
-                    "object": {"key": [{"prefix": self.config.lake.raw_annotations}]},
+                    "bucket": bucket,
+                    "object": {"key": [{"anything-but": {"prefix": lake.reviewed_annotations}}]},
                 },
             ),
         )
@@ -341,14 +485,66 @@ class MonitoringStack(Stack):
                 )
             )
         dashboard.add_widgets(*drift_widgets)
+        dashboard.add_widgets(*self._review_kpi_widgets())
         dashboard.add_widgets(
             *[
                 cw.AlarmStatusWidget(
-                    title="Drift alarms",
-                    alarms=list(self.alarms.values()),
+                    title="Drift and measured-quality alarms",
+                    alarms=[*self.alarms.values(), *self.quality_alarms.values()],
                     width=24,
                     height=3,
                 )
             ]
         )
         return dashboard
+
+    def _review_kpi_widgets(self) -> list[cw.IWidget]:
+        """The review KPIs per day (docs/review.md), precision and recall with their floors."""
+        rv = self.config.review
+        names = {k: name for k, (name, _unit) in mon.REVIEW_METRICS.items()}
+
+        def kpi(key: str, stat: str, label: str, period: Duration = ALARM_PERIOD) -> cw.Metric:
+            return self._stage_metric(names[key], stat, period, label)
+
+        floors = [
+            cw.HorizontalAnnotation(
+                value=rv.precision_moderate, label="precision moderate", color=cw.Color.ORANGE
+            ),
+            cw.HorizontalAnnotation(
+                value=rv.precision_severe, label="precision severe", color=cw.Color.RED
+            ),
+            cw.HorizontalAnnotation(
+                value=rv.recall_moderate, label="recall moderate", color=cw.Color.ORANGE
+            ),
+            cw.HorizontalAnnotation(
+                value=rv.recall_severe, label="recall severe", color=cw.Color.RED
+            ),
+        ]
+        return [
+            cw.GraphWidget(
+                title="Reviews per day: notes reviewed and hours saved",
+                left=[kpi("notes_reviewed", "Maximum", "notes reviewed", KPI_DAY)],
+                right=[kpi("hours_saved", "Maximum", "hours saved", KPI_DAY)],
+                width=6,
+            ),
+            cw.GraphWidget(
+                title="Production precision and recall (the review day so far)",
+                left=[
+                    kpi("production_precision", "Average", "precision"),
+                    kpi("production_recall", "Average", "recall"),
+                ],
+                left_y_axis=cw.YAxisProps(min=0, max=1),
+                left_annotations=floors,
+                width=6,
+            ),
+            cw.GraphWidget(
+                title="Corrections per 100 model entities (the review day so far)",
+                left=[kpi("corrections_per_100_entities", "Average", "corrections / 100")],
+                width=6,
+            ),
+            cw.GraphWidget(
+                title="Median review seconds per note (the review day so far)",
+                left=[kpi("median_review_seconds", "Average", "median seconds")],
+                width=6,
+            ),
+        ]

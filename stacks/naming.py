@@ -46,6 +46,19 @@ def extraction_names(resource_prefix: str) -> dict[str, str]:
     }
 
 
+def review_names(resource_prefix: str) -> dict[str, str]:
+    """Physical names of the review workbench (its stack and the stacks that refer to it)."""
+    return {
+        "table": f"{resource_prefix}-review-queue",
+        "function": f"{resource_prefix}-review-api",
+        "api": f"{resource_prefix}-review",
+        "user_pool": f"{resource_prefix}-reviewers",
+        "access_logs": f"/aws/vendedlogs/apigateway/{resource_prefix}-review",
+        "annotations_bus": f"{resource_prefix}-annotations",
+        "sign_in_parameter": f"/{resource_prefix}/review/sign-in",
+    }
+
+
 def resource_name(config: StageConfig, name: str) -> str:
     """``<prefix>-<name>``, underscores as dashes (``gate_model`` -> ``<prefix>-gate-model``)."""
     return f"{config.resource_prefix}-{name.replace('_', '-')}"

@@ -23,6 +23,7 @@ from stacks.data_lake import DataLakeStack
 from stacks.data_prep import DataPrepStack
 from stacks.extraction import ExtractionStack
 from stacks.monitoring import MonitoringStack
+from stacks.review import ReviewStack
 from stacks.serving import ServingStack
 from stacks.training import TrainingStack
 
@@ -40,6 +41,7 @@ class StageStacks:
     analytics: AnalyticsStack
     monitoring: MonitoringStack
     extraction: ExtractionStack
+    review: ReviewStack
 
     def all(self) -> list[Any]:
         return [
@@ -50,6 +52,7 @@ class StageStacks:
             self.analytics,
             self.monitoring,
             self.extraction,
+            self.review,
         ]
 
 
@@ -134,6 +137,16 @@ def build_app(app: App, config: StageConfig | None = None) -> StageStacks:
         description=f"Clinical NER {stage_label}: drift alarms, retraining trigger, dashboard",
     )
     monitoring.add_stack_dependency(training)
+    review = ReviewStack(
+        app,
+        f"{name}-Review",
+        config=config,
+        data_lake=data_lake,
+        training=training,
+        env=env,
+        description=f"Clinical NER {stage_label}: review workbench (queue, API, sign-in)",
+    )
+    review.add_stack_dependency(monitoring)  # the retraining trigger it invokes by name
     extraction = ExtractionStack(
         app,
         f"{name}-Extraction",
@@ -142,12 +155,13 @@ def build_app(app: App, config: StageConfig | None = None) -> StageStacks:
         data_prep=data_prep,
         training=training,
         monitoring=monitoring,
+        review=review,  # publish enqueues notes in its table
         env=env,
         description=f"Clinical NER {stage_label}: extraction state machine (S3 -> Parquet)",
     )
     extraction.add_stack_dependency(monitoring)
     stacks = StageStacks(
-        config, data_lake, data_prep, training, serving, analytics, monitoring, extraction
+        config, data_lake, data_prep, training, serving, analytics, monitoring, extraction, review
     )
     for stack in stacks.all():
         Tags.of(stack).add("project", PROJECT_TAG)

@@ -169,7 +169,11 @@ class TrainingStack(Stack):
                 )
             ],
             gateway_endpoints={
-                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                # the review Lambda's queue table (stacks/review.py); gateway endpoints are free
+                "DynamoDB": ec2.GatewayVpcEndpointOptions(
+                    service=ec2.GatewayVpcEndpointAwsService.DYNAMODB
+                ),
             },
             restrict_default_security_group=False,
         )
@@ -232,6 +236,7 @@ class TrainingStack(Stack):
         self.security_group.add_egress_rule(
             ec2.Peer.any_ipv4(),
             ec2.Port.tcp(443),
+            # DynamoDB's gateway endpoint uses this rule too (AWS-published address ranges)
             "S3 through the gateway endpoint (isolated subnets have no other route)",
         )
         for cid, service in (
@@ -239,6 +244,8 @@ class TrainingStack(Stack):
             ("MlflowEndpoint", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_EXPERIMENTS),
             ("CloudWatchEndpoint", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING),
             ("AutoScalingEndpoint", ec2.InterfaceVpcEndpointAwsService.APPLICATION_AUTOSCALING),
+            # the review Lambda invokes the retraining trigger (stacks/review.py)
+            ("LambdaEndpoint", ec2.InterfaceVpcEndpointAwsService.LAMBDA_),
         ):
             self.vpc.add_interface_endpoint(
                 cid,
@@ -304,7 +311,11 @@ class TrainingStack(Stack):
                     resources=[data_lake.lake_arn_ref()],
                     conditions={
                         "StringLike": {
-                            "s3:prefix": [f"{lake.curated_training}*", f"{lake.models}*"]
+                            "s3:prefix": [
+                                f"{lake.curated_training}*",
+                                f"{lake.models}*",
+                                f"{lake.validated_eval}*",  # the validated evaluation channel
+                            ]
                         }
                     },
                 ),
@@ -314,6 +325,7 @@ class TrainingStack(Stack):
                     resources=[
                         data_lake.lake_object_arn(lake.curated_training),
                         data_lake.lake_object_arn(lake.models),
+                        data_lake.lake_object_arn(lake.validated_eval),
                     ],
                 ),
                 iam.PolicyStatement(
@@ -349,9 +361,10 @@ class TrainingStack(Stack):
         )
         data_lake.acknowledge_prefixes(
             training_policy,
-            [lake.curated_training, lake.models],
-            "The training job reads the dataset version chosen at run time and the production "
-            "model's models/<job>/output/model.tar.gz, and writes its own "
+            [lake.curated_training, lake.models, lake.validated_eval],
+            "The training job reads the dataset version chosen at run time, the production "
+            "model's models/<job>/output/model.tar.gz and the reviewed notes of the validated "
+            "evaluation set (one file per note hash), and writes its own "
             "models/<training job name>/output/model.tar.gz; the wildcard covers that prefix.",
         )
         acknowledge(
@@ -413,7 +426,12 @@ class TrainingStack(Stack):
                     sid="ListDatasets",
                     actions=["s3:ListBucket"],
                     resources=[data_lake.lake_arn_ref()],
-                    conditions={"StringLike": {"s3:prefix": [f"{lake.curated_training}*"]}},
+                    conditions={
+                        "StringLike": {
+                            # does a validated evaluation set exist (a training channel)?
+                            "s3:prefix": [f"{lake.curated_training}*", f"{lake.validated_eval}*"]
+                        }
+                    },
                 ),
                 iam.PolicyStatement(
                     sid="ReadManifests",

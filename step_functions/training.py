@@ -2,13 +2,15 @@
 
     RouteTrigger (Choice)
       approval event --------------------------------------------> FromApprovalEvent -> Deploy
-      new_annotations | drift | manual | schedule:
+      new_annotations | reviewed_annotations | drift | manual | schedule:
         dataset_version given? -- no --> DefaultDatasetVersion
         dataset_version == "latest"? -- yes --> PrepareData (Glue .sync)
         ResolveDataset (Lambda: dataset channels + the production model, if any)
         HasProductionModel? (Choice)
           yes -> TrainAgainstProduction (SageMaker .sync; extra channel ``production`` = the
-                 Approved package's model.tar.gz, scored on the candidate's dev/test data)
+                 Approved package's model.tar.gz, scored on the candidate's dev/test data),
+                 or TrainAgainstProductionValidated when the validated evaluation set exists
+                 (one more channel ``validated_eval``: both models scored on reviewed notes)
           no  -> Train (SageMaker .sync)
         -> Register (Lambda)
         IdenticalToProduction? (Choice: the candidate's model_version is production's, so the
@@ -136,6 +138,14 @@ class TrainingPipeline(PipelineDefinition):
         train = self._training_job("Train", training, against_production=False)
         train_against_production = self._training_job(
             "TrainAgainstProduction", training, against_production=True
+        )
+        # + channel validated_eval (reviewed notes never trained on, docs/review.md): added only
+        # when ResolveDataset found that set, since a channel over an empty prefix fails a job.
+        train_validated = self._training_job(
+            "TrainAgainstProductionValidated",
+            training,
+            against_production=True,
+            validated_eval=True,
         )
         register = self.lambda_task(
             "Register",
@@ -333,6 +343,13 @@ class TrainingPipeline(PipelineDefinition):
         resolve.next(
             sfn.Choice(self, "HasProductionModel")
             .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.dataset.production.model_data_url"),
+                    sfn.Condition.is_present("$.dataset.validated_eval_uri"),
+                ),
+                train_validated,
+            )
+            .when(
                 sfn.Condition.is_present("$.dataset.production.model_data_url"),
                 train_against_production,
             )
@@ -340,6 +357,7 @@ class TrainingPipeline(PipelineDefinition):
         )
         train.next(register)
         train_against_production.next(register)
+        train_validated.next(register)
         # A retrained model identical to production (same model_version) is not registered:
         # nothing to gate or deploy, and the execution says so in $.register.summary.
         register.next(
@@ -363,8 +381,9 @@ class TrainingPipeline(PipelineDefinition):
             self,
             "InvalidInput",
             error="InvalidInput",
-            cause="input needs trigger (new_annotations|drift|manual|schedule) and an optional "
-            "dataset_version, or trigger=approval with model_package_arn",
+            cause="input needs trigger (new_annotations|reviewed_annotations|drift|manual|"
+            "schedule) and an optional dataset_version, or trigger=approval with "
+            "model_package_arn",
         )
         has_version = (
             sfn.Choice(self, "HasDatasetVersion")
@@ -385,9 +404,15 @@ class TrainingPipeline(PipelineDefinition):
         self.guard(prepare, GLUE_RETRYABLE)
         self.guard(train, SAGEMAKER_RETRYABLE)
         self.guard(train_against_production, SAGEMAKER_RETRYABLE)
+        self.guard(train_validated, SAGEMAKER_RETRYABLE)
 
     def _training_job(
-        self, state_id: str, t: TrainingJobSettings, *, against_production: bool
+        self,
+        state_id: str,
+        t: TrainingJobSettings,
+        *,
+        against_production: bool,
+        validated_eval: bool = False,
     ) -> tasks.SageMakerCreateTrainingJob:
         def channel(name: str, uri_path: str, content_type: str) -> tasks.Channel:
             return tasks.Channel(
@@ -410,6 +435,10 @@ class TrainingPipeline(PipelineDefinition):
             # The object key is the prefix: SageMaker copies exactly that model.tar.gz.
             channels.append(
                 channel("production", "$.dataset.production.model_data_url", "application/gzip")
+            )
+        if validated_eval:
+            channels.append(
+                channel("validated_eval", "$.dataset.validated_eval_uri", "application/jsonlines")
             )
         job = tasks.SageMakerCreateTrainingJob(
             self,

@@ -213,8 +213,8 @@ ORDER BY e.model_version, e.label
     ),
 )
 
-# The review loop's KPIs (docs/review.md) over the `reviews` table; deployed with the review
-# stack (the table exists there), so they are kept apart from QUERIES.
+# The review loop's KPIs (docs/review.md) over the `reviews` table; kept apart from QUERIES
+# (their table is the review loop's), deployed beside them by the analytics stack.
 REVIEW_TABLE = "reviews"
 _MODEL_DECISIONS = "'accepted', 'rejected', 'relabelled', 'span_fixed'"
 REVIEW_QUERIES: tuple[NamedQuery, ...] = (

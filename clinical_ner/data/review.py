@@ -448,30 +448,48 @@ def compute_kpis(
         g["n"][r["decision"]] += 1
         if r["decision"] == Decision.NOTE_REVIEWED.value:
             g["seconds"].append(float(r["seconds_spent"]))
-    out = []
-    for (dt, version), g in sorted(groups.items()):
-        n = g["n"]
-        model = sum(n[d.value] for d in ON_MODEL_ENTITY)
-        kept = n["accepted"] + n["relabelled"] + n["span_fixed"]
-        final = kept + n["added"]
-        corrections = n["rejected"] + n["relabelled"] + n["span_fixed"] + n["added"]
-        notes = len(g["seconds"])
-        review_hours = sum(g["seconds"]) / 3600
-        out.append(
-            {
-                "dt": dt,
-                "model_version": version,
-                "notes_reviewed": notes,
-                "model_entities": model,
-                "final_entities": final,
-                "accepted": n["accepted"],
-                "production_precision": _ratio(n["accepted"], model),
-                "production_recall": _ratio(kept, final),
-                "production_recall_exact": _ratio(n["accepted"], final),
-                "corrections_per_100_entities": _ratio(100 * corrections, model),
-                "median_review_seconds": statistics.median(g["seconds"]) if notes else None,
-                "review_hours": review_hours,
-                "hours_saved": notes * manual_entry_minutes_per_note / 60 - review_hours,
-            }
-        )
-    return out
+    return [
+        kpis_from_counts(dt, version, g["n"], g["seconds"], manual_entry_minutes_per_note)
+        for (dt, version), g in sorted(groups.items())
+    ]
+
+
+def decision_counts(review: CheckedReview) -> dict[str, int]:
+    """Rows of one submitted note by decision (its `note_reviewed` row included)."""
+    counts = {d.value: 0 for d in Decision}
+    counts[Decision.NOTE_REVIEWED.value] = 1
+    for d in review.decisions:
+        counts[d.decision.value] += 1
+    return counts
+
+
+def kpis_from_counts(
+    dt: str,
+    model_version: str,
+    counts: Mapping[str, int],
+    seconds: Sequence[float],
+    manual_entry_minutes_per_note: float,
+) -> dict[str, Any]:
+    """The KPI row of one group from its decision counts and per-note seconds."""
+    n = defaultdict(int, counts)
+    model = sum(n[d.value] for d in ON_MODEL_ENTITY)
+    kept = n["accepted"] + n["relabelled"] + n["span_fixed"]
+    final = kept + n["added"]
+    corrections = n["rejected"] + n["relabelled"] + n["span_fixed"] + n["added"]
+    notes = len(seconds)
+    review_hours = sum(seconds) / 3600
+    return {
+        "dt": dt,
+        "model_version": model_version,
+        "notes_reviewed": notes,
+        "model_entities": model,
+        "final_entities": final,
+        "accepted": n["accepted"],
+        "production_precision": _ratio(n["accepted"], model),
+        "production_recall": _ratio(kept, final),
+        "production_recall_exact": _ratio(n["accepted"], final),
+        "corrections_per_100_entities": _ratio(100 * corrections, model),
+        "median_review_seconds": statistics.median(seconds) if notes else None,
+        "review_hours": review_hours,
+        "hours_saved": notes * manual_entry_minutes_per_note / 60 - review_hours,
+    }

@@ -124,7 +124,10 @@ class Metrics(TypedDict, total=False):
     test: Scores
     drift_baseline: DriftBaselineInfo
     hyperparameters: dict[str, Any]
-    production_baseline: dict[str, Any]
+    production_baseline: dict[str, Any]  # may hold "validated_eval" (production's scores)
+    # the candidate's scores on the validated evaluation set (reviewed notes never trained on):
+    # Scores + "docs" + "files"; optional, so metrics without it need no migration
+    validated_eval: dict[str, Any]
     summary: dict[str, float]
     tracking: dict[str, Any]
 

@@ -11,6 +11,13 @@ Policy (thresholds from `clinical_ner.pipeline.stage_config.GateThresholds`, one
    >= ``min_improvement`` (0 = a tie passes).
 4. **First model ever** (no Approved package in the group): rule 1 alone decides, and a
    ``production_baseline`` in the candidate's metrics is ignored.
+5. **No worse on the users' own notes** (``validated_eval``): when the training job scored
+   both models on the validated evaluation set (reviewed notes never trained on,
+   docs/review.md) -- ``metrics["validated_eval"]`` (candidate) and
+   ``metrics["production_baseline"]["validated_eval"]`` (production, same data) -- the
+   candidate's micro-F1 there may be at most ``validated_eval_tolerance`` below production's.
+   Without that set (or without a same-data baseline) the rule is not applied; the decision's
+   ``validated_eval`` is then null.
 
 Where the scores come from (`scores_from_metrics`, ``ents_f`` and ``per_label[label].f``):
 
@@ -46,6 +53,7 @@ Pure Python, no third-party imports: the gate Lambda imports this without spaCy 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,11 +74,13 @@ BEATS_PRODUCTION = "beats_production"
 INVALID_METRICS = "invalid_metrics"
 COMPARISON_SAME_DATA = "comparison_same_data"
 COMPARISON_OWN_DATA = "comparison_own_data"
+VALIDATED_EVAL = "validated_eval"
 
 # How the production model was scored (GateDecision.comparison).
 SAME_DATA = "same_data"
 OWN_DATA = "own_data"
 BASELINE_KEY = "production_baseline"
+VALIDATED_EVAL_KEY = "validated_eval"  # metrics.json block and production_baseline sub-block
 
 
 class MetricsError(ValueError):
@@ -119,6 +129,7 @@ class GateDecision:
     production_f1: float | None
     thresholds: GateThresholds
     comparison: str | None = None  # SAME_DATA | OWN_DATA; None without a production model
+    validated_eval: Mapping[str, Any] | None = None  # both scores on the users' notes, if any
 
     @property
     def failed(self) -> list[str]:
@@ -139,6 +150,12 @@ class GateDecision:
                 parts.append(own[0].detail if own else "production scored on its own data")
         else:
             parts.append("no production model")
+        if self.validated_eval is not None:
+            v = self.validated_eval
+            parts.append(
+                f"validated set ({v['docs']} notes): candidate {v['candidate_f1']:.4f}, "
+                f"production {v['production_f1']:.4f}"
+            )
         for c in self.checks:
             if not c.passed:
                 parts.append(c.detail or c.code)
@@ -157,7 +174,9 @@ class GateDecision:
                 "f1_floor": self.thresholds.f1_floor,
                 "per_label_regression_tolerance": self.thresholds.per_label_regression_tolerance,
                 "min_improvement": self.thresholds.min_improvement,
+                "validated_eval_tolerance": self.thresholds.validated_eval_tolerance,
             },
+            "validated_eval": None if self.validated_eval is None else dict(self.validated_eval),
             "checks": [c.to_dict() for c in self.checks],
             "summary": self.summary(),
         }
@@ -395,9 +414,10 @@ def _decide_same_data(
     split = common[0]
     try:
         candidate = scores_from_metrics(candidate_metrics, split)
+        validated = validated_eval_scores(candidate_metrics, baseline)
     except MetricsError as exc:
         return _invalid(str(exc), thresholds, split)
-    return evaluate(
+    decision = evaluate(
         candidate,
         scores_from_metrics(baseline, split),  # validated by production_baseline()
         thresholds,
@@ -405,6 +425,65 @@ def _decide_same_data(
         comparison_detail=(
             f"production model {baseline['model_version']} scored on the candidate's {split} "
             "data in the training job"
+        ),
+    )
+    if validated is None:
+        return decision
+    check = validated_eval_check(validated, thresholds)
+    return dataclasses.replace(
+        decision,
+        checks=(*decision.checks, check),
+        passed=decision.passed and check.passed,
+        validated_eval={
+            **validated,
+            "tolerance": thresholds.validated_eval_tolerance,
+            "passed": check.passed,
+        },
+    )
+
+
+def validated_eval_scores(
+    candidate_metrics: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Both models' micro-F1 on the validated evaluation set, or None when it was not scored.
+
+    Needs the candidate's ``validated_eval`` block and the same-data baseline's; a block that
+    is present but malformed raises `MetricsError` (the gate fails, never skips the rule).
+    """
+    cand, prod = candidate_metrics.get(VALIDATED_EVAL_KEY), baseline.get(VALIDATED_EVAL_KEY)
+    if cand is None and prod is None:
+        return None
+    if not isinstance(cand, Mapping) or not isinstance(prod, Mapping):
+        raise MetricsError(
+            f"{VALIDATED_EVAL_KEY} scores must be present for both candidate and production"
+        )
+    docs = cand.get("docs")
+    if isinstance(docs, bool) or not isinstance(docs, int) or docs < 1:
+        raise MetricsError(f"{VALIDATED_EVAL_KEY}.docs must be a positive integer")
+    scores = {}
+    for who, block in (("candidate", cand), ("production", prod)):
+        value = block.get("ents_f")
+        if not _is_score(value):
+            raise MetricsError(f"{who} {VALIDATED_EVAL_KEY}.ents_f is not a number in [0, 1]")
+        scores[f"{who}_f1"] = float(value)
+    return {"docs": docs, **scores}
+
+
+def validated_eval_check(validated: Mapping[str, Any], thresholds: GateThresholds) -> Check:
+    """Rule 5: the candidate may trail production on the users' notes by the tolerance only."""
+    cand, prod = validated["candidate_f1"], validated["production_f1"]
+    tolerance = thresholds.validated_eval_tolerance
+    ok = prod - cand <= tolerance + EPSILON
+    return Check(
+        VALIDATED_EVAL,
+        ok,
+        value=cand,
+        threshold=prod - tolerance,
+        detail=""
+        if ok
+        else (
+            f"validated-set micro-F1 {cand:.4f} is {prod - cand:.4f} below production's "
+            f"{prod:.4f} on the same {validated['docs']} reviewed notes (tolerance {tolerance})"
         ),
     )
 

@@ -578,6 +578,35 @@ def pipeline_metric_data(
     ]
 
 
+# Review KPIs (docs/review.md, "KPIs") -> CloudWatch metric name and unit.
+REVIEW_METRICS = {
+    "notes_reviewed": ("ReviewedNotes", "Count"),
+    "production_precision": ("ProductionPrecision", "None"),
+    "production_recall": ("ProductionRecall", "None"),
+    "corrections_per_100_entities": ("CorrectionsPer100Entities", "None"),
+    "median_review_seconds": ("MedianReviewSeconds", "Seconds"),
+    "hours_saved": ("HoursSaved", "None"),
+}
+
+
+def review_metric_data(
+    stage: str,
+    model_version: str,
+    version_kpis: Mapping[str, Any],
+    stage_kpis: Mapping[str, Any],
+    when: datetime,
+) -> list[dict[str, Any]]:
+    """The running day's review KPIs: per stage (all versions, alarmed) and stage + version."""
+    data: list[dict[str, Any]] = []
+    stage_dims, version_dims = _dimension_sets(stage, model_version)
+    for dims, kpis in ((stage_dims, stage_kpis), (version_dims, version_kpis)):
+        for key, (name, unit) in REVIEW_METRICS.items():
+            value = kpis.get(key)
+            if value is not None and math.isfinite(float(value)):
+                data.append(_datum(name, value, dims, when, unit))
+    return data
+
+
 def _datum(
     name: str, value: float, dims: list[dict[str, str]], when: datetime, unit: str
 ) -> dict[str, Any]:

@@ -50,7 +50,7 @@ PENDING = "PendingManualApproval"
 DESCRIPTION_MAX = 1024  # ApprovalDescription / ModelPackageDescription limit
 METADATA_VALUE_MAX = 256
 LATEST = "latest"
-TRIGGERS = ("new_annotations", "drift", "manual", "schedule")
+TRIGGERS = ("new_annotations", "reviewed_annotations", "drift", "manual", "schedule")
 _DATASET_VERSION = re.compile(r"^ds-[0-9a-f]{16}$")
 _S3_URI = re.compile(r"^s3://([^/]+)/(.+)$")
 SPLIT_FILES = {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"}
@@ -121,14 +121,35 @@ def production_model(sm: Any, group_name: str) -> dict[str, str] | None:
     return {"model_package_arn": arn, "model_data_url": url}
 
 
+def validated_eval_uri(s3: Any, bucket: str) -> str | None:
+    """``s3://<lake>/raw/validated_eval/`` when it holds an annotation file, else None.
+
+    A SageMaker channel over an empty prefix fails the job, so the channel is only added when
+    the validated evaluation set (docs/review.md) has at least one reviewed note.
+    """
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=LAKE.validated_eval)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".jsonl") and obj.get("Size", 0) > 0:
+                return f"s3://{bucket}/{LAKE.validated_eval}"
+    return None
+
+
 def resolve_training_inputs(
     s3: Any, sm: Any, *, bucket: str, group_name: str, dataset_version: str = LATEST
 ) -> dict[str, Any]:
-    """`resolve_dataset` plus ``production`` (`production_model`, omitted for the first model)."""
+    """`resolve_dataset` + ``production`` (first model: none) + ``validated_eval_uri`` (if any).
+
+    The validated evaluation set is only of use against a production model (the gate compares
+    both on it), so ``validated_eval_uri`` is resolved with one only.
+    """
     out = resolve_dataset(s3, bucket, dataset_version)
     production = production_model(sm, group_name)
     if production is not None:
         out["production"] = production
+        uri = validated_eval_uri(s3, bucket)
+        if uri is not None:
+            out["validated_eval_uri"] = uri
     return out
 
 

@@ -7,10 +7,18 @@ Triggers (`parse_trigger`):
 - ``new_annotations``: an S3 "Object Created" event under ``raw/annotations/`` (EventBridge).
   Evidence: object key, size, time (never content).
 - ``manual``: ``{"trigger": "manual", "reason": "...", "force": false}`` from a person.
+- ``reviewed_annotations``: ``{"trigger": "reviewed_annotations", "reviewed_notes": N,
+  "threshold": T}`` from the review loop (`ReviewService.on_retrain_due`, the review Lambda
+  invoking this one asynchronously) when the count of trainable reviewed notes crossed a
+  multiple of ``retrain_after_reviewed_notes``. Evidence: the counts (never note content).
 
 Debounce (`start_training`): no new execution while one is RUNNING, and none within
 ``cooldown`` after the start of the most recent execution (any status), so an alarm that
-flaps, or a hundred annotation files dropped at once, start one run. A manual trigger with
+flaps, or a hundred annotation files dropped at once, start one run. For
+``reviewed_annotations`` the cool-down counts from the latest execution *of that kind*: the
+trigger fires once per ``retrain_after_reviewed_notes`` reviewed notes (it cannot flap), and
+a drift run that started before those notes were reviewed never trained on them, so it must
+not swallow the one trigger they get. A manual trigger with
 ``force: true`` skips the cool-down but never stacks on a RUNNING execution. The check reads
 the state machine's own execution history (no extra state store); the Lambda runs with
 reserved concurrency 1, so two triggers cannot both pass the check at the same moment, and the
@@ -36,7 +44,9 @@ from clinical_ner.pipeline.stage_config import LAKE
 TRIGGER_DRIFT = "drift"
 TRIGGER_ANNOTATIONS = "new_annotations"
 TRIGGER_MANUAL = "manual"
+TRIGGER_REVIEWED = "reviewed_annotations"
 REASON_MAX = 500
+_MAX_HISTORY_PAGES = 10
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -93,9 +103,15 @@ def parse_trigger(
         return Trigger(
             TRIGGER_MANUAL, {"reason": reason, "requested_by": event.get("requested_by")}, force
         )
+    if event.get("trigger") == TRIGGER_REVIEWED:
+        counts = {k: event.get(k) for k in ("reviewed_notes", "threshold")}
+        for key, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TriggerError(f"{key} must be a positive integer")
+        return Trigger(TRIGGER_REVIEWED, {**counts, "time": event.get("time")})
     raise TriggerError(
-        "unknown event: expected a CloudWatch alarm action, an S3 Object Created event or "
-        '{"trigger": "manual"}'
+        "unknown event: expected a CloudWatch alarm action, an S3 Object Created event, "
+        '{"trigger": "manual"} or {"trigger": "reviewed_annotations"}'
     )
 
 
@@ -126,9 +142,12 @@ def start_training(
     if running:
         return _skipped(trigger, "an execution is running", running[0])
     if not trigger.force:
-        recent = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=10).get(
-            "executions", []
-        )
+        if trigger.kind == TRIGGER_REVIEWED:
+            recent = _recent_of_kind(sfn, state_machine_arn, trigger.kind, now - cooldown)
+        else:
+            recent = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=10).get(
+                "executions", []
+            )
         if recent:
             latest = max(recent, key=lambda e: _as_utc(e["startDate"]))
             if now - _as_utc(latest["startDate"]) < cooldown:
@@ -155,6 +174,25 @@ def start_training(
         "execution_arn": started["executionArn"],
         "name": name,
     }
+
+
+def _recent_of_kind(
+    sfn: Any, state_machine_arn: str, kind: str, since: datetime
+) -> list[dict[str, Any]]:
+    """Executions named by `execution_name` for `kind` that started after `since`."""
+    found: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"stateMachineArn": state_machine_arn, "maxResults": 100}
+    for _ in range(_MAX_HISTORY_PAGES):  # the newest 1,000 executions cover any cool-down
+        page = sfn.list_executions(**kwargs)
+        found += [
+            e
+            for e in page.get("executions", [])
+            if str(e.get("name", "")).startswith(f"{kind}-") and _as_utc(e["startDate"]) >= since
+        ]
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    return found
 
 
 def _as_utc(value: Any) -> datetime:

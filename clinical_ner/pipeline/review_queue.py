@@ -9,7 +9,10 @@ One table (docs/review.md, "The table"), three kinds of item under the partition
   the sparse GSI ``by_risk``: no-entity notes first, then lowest confidence first);
 - head ``note#<note_sha256>``: which model version's extraction of that text is current
   (latest ``extracted_at``); enqueueing a newer one supersedes the older open task;
-- ``stats``: counters of submitted notes (progress, the retraining threshold).
+- ``stats``: counters of submitted notes (progress, the retraining threshold);
+- ``kpi#<review dt>#<model_version>`` and ``kpi#<review dt>#*`` (all versions): the day's
+  decision counts and per-note seconds, so each submit can publish the running day's KPIs
+  without reading the `reviews` table (`add_kpi_counts`).
 
 A claim is a conditional write (the task is pending, or its lease expired, or the caller
 already holds it), so two reviewers never both hold a note; a submit is a transaction that
@@ -34,6 +37,8 @@ from clinical_ner.data.review import selected_for_review as _selected
 GSI_NAME = "by_risk"
 OPEN = "open"
 STATS_PK = "stats"
+KPI_PREFIX = "kpi#"
+ALL_VERSIONS = "*"
 SUBMIT_GRACE_SECONDS = 120
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -227,7 +232,11 @@ class ReviewQueue:
 
     def get(self, tid: str) -> dict[str, Any]:
         """The task as plain values (entities/labels/text_ref decoded); TaskNotFound if none."""
-        if not isinstance(tid, str) or "#" not in tid or tid.startswith(("note#", STATS_PK)):
+        if (
+            not isinstance(tid, str)
+            or "#" not in tid
+            or tid.startswith(("note#", STATS_PK, KPI_PREFIX))
+        ):
             raise TaskNotFound("no such task")
         got = self.client.get_item(TableName=self.table, Key={"pk": _s(tid)}, ConsistentRead=True)
         if "Item" not in got:
@@ -469,3 +478,37 @@ class ReviewQueue:
             ReturnValues="ALL_NEW",
         )["Attributes"]
         return {k: int(float(out[k]["N"])) for k in ("done", "trainable")}
+
+    # ------------------------------------------------------------------ KPI counters
+
+    def add_kpi_counts(
+        self, dt: str, model_version: str, counts: Mapping[str, int], seconds: float
+    ) -> dict[str, tuple[dict[str, int], list[float]]]:
+        """Add one submitted note to the day's counters; model_version / "*" -> (counts, seconds).
+
+        Called once per task, after `finish_submit` (a task is done at most once, so a note is
+        never counted twice; a process that dies in between leaves it uncounted here, while
+        the `reviews` table, the KPIs' authority, has it).
+        """
+        out: dict[str, tuple[dict[str, int], list[float]]] = {}
+        names = {f"#c{i}": k for i, k in enumerate(sorted(counts))}
+        adds = ", ".join(f"{alias} :v{i}" for i, alias in enumerate(names))
+        values = {f":v{i}": _n(counts[k]) for i, k in enumerate(names.values())}
+        for version in (model_version, ALL_VERSIONS):
+            item = self.client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(f"{KPI_PREFIX}{dt}#{version}")},
+                UpdateExpression=f"ADD {adds} SET secs = list_append(if_not_exists(secs, :e), :s)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    **values,
+                    ":e": {"L": []},
+                    ":s": {"L": [_n(seconds)]},
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+            out[version] = (
+                {k: int(float(item[k]["N"])) for k in counts if k in item},
+                [float(v["N"]) for v in item.get("secs", {}).get("L", [])],
+            )
+        return out

@@ -5,7 +5,9 @@
 if they break the contract), lock the task against a newer extraction (stale submits are
 refused), write the `reviews` rows and the final annotation under keys fixed per task (a
 retried submit overwrites, never duplicates), then mark the task done. Notes in the validated
-evaluation slice go to ``raw/validated_eval/``, outside what training reads.
+evaluation slice go to ``raw/validated_eval/``, outside what training reads. After a submit,
+the running day's KPIs go to `publish_metrics` (CloudWatch) and a crossed retraining threshold
+calls `on_retrain_due` (the retraining trigger); neither can undo or fail a written review.
 """
 
 from __future__ import annotations
@@ -19,18 +21,21 @@ from typing import Any
 
 from clinical_ner.data.notes import Note
 from clinical_ner.data.review import (
+    CheckedReview,
     QueueNote,
     ReviewEntity,
     annotation_jsonl,
     annotation_record,
     check_submission,
     compute_kpis,
+    decision_counts,
+    kpis_from_counts,
     retrain_due,
     review_id,
     review_rows,
 )
 from clinical_ner.data.schemas import PARTITION_COLUMN, make_entity_id
-from clinical_ner.pipeline.review_queue import QueueError, ReviewQueue
+from clinical_ner.pipeline.review_queue import ALL_VERSIONS, QueueError, ReviewQueue
 from clinical_ner.pipeline.review_store import NoteTexts, ObjectStore, parquet_bytes
 from clinical_ner.pipeline.review_store import read_review_rows as _read_rows
 from clinical_ner.pipeline.stage_config import LAKE, LakeLayout, ReviewSettings
@@ -120,6 +125,9 @@ class ReviewService:
     layout: LakeLayout = LAKE
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_retrain_due: Callable[[int], None] | None = None  # trainable reviewed notes so far
+    # PutMetricData entries of the running day's KPIs (the runtime sends them to CloudWatch)
+    publish_metrics: Callable[[list[dict[str, Any]]], None] | None = None
+    stage: str = "dev"  # the metrics' Stage dimension
 
     def queue_view(self, reviewer_id: str, limit: int = 50) -> dict[str, Any]:
         now = self.queue.clock()
@@ -219,8 +227,13 @@ class ReviewService:
             counters["trainable"],
             self.settings.retrain_after_reviewed_notes,
         )
+        if self.publish_metrics is not None:
+            self._publish_kpis(locked["review_dt"], version, review, now)
         if due and self.on_retrain_due is not None:
-            self.on_retrain_due(counters["trainable"])
+            try:
+                self.on_retrain_due(counters["trainable"])
+            except Exception as exc:  # the review is written; the next crossing retries
+                log.error("retraining trigger failed", extra={"error_type": type(exc).__name__})
         log.info(
             "review submitted",
             extra={"review_id": rid, "decisions": len(review.decisions), "eval": evaluation},
@@ -232,6 +245,23 @@ class ReviewService:
             "retrain_due": due,
             "progress": self.queue.progress(),
         }
+
+    def _publish_kpis(self, dt: str, version: str, review: CheckedReview, now: datetime) -> None:
+        """The day's KPIs (this version and all versions) after one submit; never raises."""
+        from clinical_ner.pipeline.monitoring import review_metric_data
+
+        assert self.publish_metrics is not None
+        minutes = self.settings.manual_entry_minutes_per_note
+        try:
+            day = self.queue.add_kpi_counts(
+                dt, version, decision_counts(review), review.seconds_spent
+            )
+            kpis = {v: kpis_from_counts(dt, v, c, secs, minutes) for v, (c, secs) in day.items()}
+            self.publish_metrics(
+                review_metric_data(self.stage, version, kpis[version], kpis[ALL_VERSIONS], now)
+            )
+        except Exception as exc:  # metrics are best effort; the reviews table is the record
+            log.error("review metrics failed", extra={"error_type": type(exc).__name__})
 
     def kpis(self) -> list[dict[str, Any]]:
         return compute_kpis(

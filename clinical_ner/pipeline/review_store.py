@@ -134,6 +134,9 @@ class CuratedTexts:
         dt = text_ref.get("curated_dt")
         if not dt:
             return None
+        if note_id not in self._partition(dt):
+            # Later runs of the day add notes to a cached partition: read it again once.
+            self.cache.pop(dt, None)
         sha, text = self._partition(dt).get(note_id, (None, None))
         return text if sha == note_sha256 else None
 

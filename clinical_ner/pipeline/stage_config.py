@@ -82,6 +82,8 @@ class GateThresholds:
     f1_floor: float  # absolute micro-F1 (test split) a candidate must reach
     per_label_regression_tolerance: float  # max allowed per-label F1 drop vs production
     min_improvement: float = 0.0  # micro-F1 gain required over production (0 = no worse)
+    # Max micro-F1 drop vs production on the validated evaluation set (the users' own notes).
+    validated_eval_tolerance: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,14 @@ class ReviewSettings:
     high_confidence_threshold: float = 0.9  # a note whose lowest confidence is >= this ...
     high_confidence_sample_rate: float = 1.0  # ... is queued with this probability (by hash)
     validated_eval_fraction: float = 0.2  # hash slice of reviewed notes never trained on
+    # Measured quality alarms (stacks/monitoring.py): production precision / recall over a day
+    # of reviews below a floor raise the drift alarms' moderate (retrain) or severe (e-mail)
+    # action, once at least `min_reviewed_notes_for_alarm` notes were reviewed that day.
+    precision_moderate: float = 0.80
+    precision_severe: float = 0.60
+    recall_moderate: float = 0.80
+    recall_severe: float = 0.60
+    min_reviewed_notes_for_alarm: int = 30
 
 
 @dataclass(frozen=True)
@@ -215,6 +225,8 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("gate.per_label_regression_tolerance must be in [0, 1)")
     if not -1.0 < g.min_improvement < 1.0:
         errors.append("gate.min_improvement must be in (-1, 1)")
+    if not 0.0 <= g.validated_eval_tolerance <= 1.0:
+        errors.append("gate.validated_eval_tolerance must be in [0, 1]")
     d = cfg.drift
     if not 0.0 < d.moderate < d.severe:
         errors.append("drift thresholds need 0 < moderate < severe")
@@ -280,6 +292,12 @@ def _validate(cfg: StageConfig) -> None:
         errors.append("review.high_confidence_sample_rate must be in [0, 1]")
     if not 0.0 < rv.validated_eval_fraction < 1.0:
         errors.append("review.validated_eval_fraction must be in (0, 1)")
+    for kpi in ("precision", "recall"):  # floors: severe below moderate
+        lo, hi = getattr(rv, f"{kpi}_severe"), getattr(rv, f"{kpi}_moderate")
+        if not 0.0 < lo < hi <= 1.0:
+            errors.append(f"review.{kpi} floors need 0 < severe < moderate <= 1")
+    if rv.min_reviewed_notes_for_alarm < 1:
+        errors.append("review.min_reviewed_notes_for_alarm must be >= 1")
     if errors:
         raise ValueError(f"invalid config for stage {cfg.stage.value}: " + "; ".join(errors))
 

@@ -11,6 +11,9 @@ the partition of the run's curated notes; transform input/output live under
 ``inference/transform/<run_id>/`` (`clinical_ner.data.publish.transform_paths`); published tables
 under ``inference/entities|notes/dt=<dt>/part-<publish_run_id>-NNNNN.parquet``; drift reports
 under ``monitoring/reports/`` and production references under ``monitoring/reference/``.
+With a review table (``REVIEW_TABLE`` of the publish Lambda), the publish step also queues
+every published note for the validation team (docs/review.md), idempotent per (note_sha256,
+model_version); without one, nothing is queued.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from clinical_ner.data.data_prep import VALIDATE_JOB
 from clinical_ner.pipeline.aws_runtime import PipelineStepError
-from clinical_ner.pipeline.stage_config import LAKE, DriftThresholds
+from clinical_ner.pipeline.stage_config import LAKE, DriftThresholds, ReviewSettings
 
 if TYPE_CHECKING:
     from clinical_ner.pipeline.monitoring import MonitorResult
@@ -262,11 +265,16 @@ def publish_extractions(
     stage: str,
     model_data_url: str,
     now: datetime | None = None,
+    ddb: Any = None,
+    review_table: str | None = None,
+    review: ReviewSettings | None = None,
 ) -> dict[str, Any]:
     """Transform output + curated notes -> entities/notes Parquet in the lake (idempotent).
 
     The label set comes from the transform model's own ``metrics.json`` (in its
-    ``model_data_url`` archive), which must describe the version that answered.
+    ``model_data_url`` archive), which must describe the version that answered. With
+    `review_table` (and a DynamoDB client `ddb`), the notes are queued for review with the
+    stage's `review` settings; a retried publish finds its tasks and creates none twice.
     """
     from clinical_ner.data.publish import (
         PUBLISHED_TABLES,
@@ -320,6 +328,9 @@ def publish_extractions(
             for stale in set(list_keys(s3, bucket, part_prefix)) - set(keys):
                 s3.delete_object(Bucket=bucket, Key=stale)
             written[table] = keys
+    queued = _enqueue_for_review(
+        ddb, review_table, review, notes, answers, labels, dt=dt, extracted_at=now
+    )
     put_metrics(
         cw,
         pipeline_metric_data(
@@ -344,7 +355,36 @@ def publish_extractions(
         "notes": result.summary.processed,
         "entities": result.summary.entities,
         "keys": written,
+        **({"review": queued} if queued is not None else {}),
     }
+
+
+def _enqueue_for_review(
+    ddb: Any,
+    table: str | None,
+    settings: ReviewSettings | None,
+    notes: list[Any],
+    answers: Mapping[str, Mapping[str, Any]],
+    labels: list[str] | tuple[str, ...],
+    *,
+    dt: str,
+    extracted_at: datetime,
+) -> dict[str, int] | None:
+    """Queue the published notes for review; counts by outcome, or None without a table."""
+    if not table:
+        return None
+    if ddb is None:
+        raise PipelineStepError("a review table is configured but no DynamoDB client was given")
+    from clinical_ner.pipeline.review_queue import ReviewQueue
+    from clinical_ner.pipeline.review_service import enqueue_notes, queue_notes_from_answers
+
+    settings = settings or ReviewSettings()
+    published = [n for n in notes if n.note_id in answers]
+    entries = queue_notes_from_answers(
+        published, answers, labels, curated_dt=dt, extracted_at=extracted_at
+    )
+    queue = ReviewQueue(ddb, table, lease_seconds=settings.lease_seconds)
+    return enqueue_notes(queue, entries, settings)
 
 
 # --------------------------------------------------------------------------- monitor

@@ -12,11 +12,13 @@ nothing (docs/review.md, "API").
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -50,6 +52,36 @@ _SECURITY_HEADERS = [
 ]
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+SIGN_IN_MARKER = b'<meta name="sign-in" content="">'
+_COGNITO_DOMAIN = re.compile(r"^https://[a-z0-9.-]+\.amazoncognito\.com$|^http://127\.0\.0\.1:\d+$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9]{1,128}$")
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The Cognito hosted sign-in the page uses (authorization code + PKCE, no secret).
+
+    `domain` is the user pool domain's base URL (127.0.0.1 only for the browser test's
+    stand-in); both values are checked, since they are written into the page and its CSP.
+    """
+
+    domain: str
+    client_id: str
+
+    def __post_init__(self) -> None:
+        if not _COGNITO_DOMAIN.match(self.domain) or not _CLIENT_ID.match(self.client_id):
+            raise ValueError("sign-in needs a Cognito domain URL and an app client id")
+
+    def meta_tag(self) -> bytes:
+        content = json.dumps({"domain": self.domain, "client_id": self.client_id})
+        return f'<meta name="sign-in" content="{html.escape(content)}">'.encode()
+
+    def security_headers(self) -> list[tuple[str, str]]:
+        """The page may talk to the sign-in domain's token endpoint, nothing else new."""
+        return [
+            (k, v.replace("connect-src 'self'", f"connect-src 'self' {self.domain}"))
+            for k, v in _SECURITY_HEADERS
+        ]
 
 
 class HttpError(Exception):
@@ -111,10 +143,13 @@ class ReviewApp:
         *,
         reviewer_header: str | None = None,
         required_group: str | None = "reviewers",
+        sign_in: SignIn | None = None,
     ) -> None:
         self.service = service
         self.reviewer_header = reviewer_header
         self.required_group = required_group
+        self.sign_in = sign_in
+        self._security_headers = sign_in.security_headers() if sign_in else _SECURITY_HEADERS
 
     # ------------------------------------------------------------------ identity
 
@@ -149,6 +184,8 @@ class ReviewApp:
                 name, ctype = STATIC_FILES[path]
                 body = resources.files("clinical_ner.runtime").joinpath("review_web", name)
                 status, headers, payload = 200, [("Content-Type", ctype)], body.read_bytes()
+                if name == "index.html" and self.sign_in:
+                    payload = payload.replace(SIGN_IN_MARKER, self.sign_in.meta_tag())
             else:
                 reviewer = self.reviewer(environ)
                 route, result = self._api(method, path, environ, reviewer)
@@ -177,7 +214,7 @@ class ReviewApp:
         )
         start_response(
             f"{status} {_REASONS.get(status, 'Error')}",
-            [*headers, *_SECURITY_HEADERS, ("Content-Length", str(len(payload)))],
+            [*headers, *self._security_headers, ("Content-Length", str(len(payload)))],
         )
         return [payload]
 

@@ -9,6 +9,8 @@ Layout under the root (``/opt/ml`` in SageMaker; ``--root DIR`` or ``SM_ROOT`` e
     input/data/production/              optional: the production (current Approved) model, as
                                         the model.tar.gz a previous job wrote or as an
                                         extracted model directory
+    input/data/validated_eval/          optional: the validated evaluation set (reviewed notes
+                                        never trained on, doccano JSONL; docs/review.md)
     model/                              written: spaCy model, clinical_ner.json, metrics.json,
                                         drift_baseline.json (SageMaker tars it to model.tar.gz)
     output/failure                      written on error: one reason, no data text
@@ -37,6 +39,12 @@ at its top or in its only subdirectory). The model needs its ``clinical_ner.json
 version the gate matches). A production channel that is present but unusable fails the job: a
 silently missing baseline would make the gate fall back to comparing scores from different
 datasets.
+
+Validated evaluation set: with a ``validated_eval`` channel holding annotated documents, the
+trained candidate is scored on it into ``metrics.json["validated_eval"]`` (scores + ``docs``
++ ``files``) and, with a production channel, the production model too, into
+``production_baseline["validated_eval"]``: the gate refuses a candidate that is worse on the
+users' own notes (`clinical_ner.pipeline.gating`, rule 5). An empty channel counts as absent.
 
 Final metrics are also printed as ``METRIC <name>=<value>`` lines, so a training job's
 MetricDefinitions can pick them up with e.g. ``METRIC dev_f1=([0-9.]+)``. Per-label lines
@@ -75,7 +83,8 @@ DEFAULT_ROOT = "/opt/ml"
 ROOT_ENV = "SM_ROOT"
 FAILURE_REASON_MAX = 1024  # SageMaker shows the first 1024 characters as FailureReason
 PRODUCTION_CHANNEL = "production"
-CHANNELS = ("train", "dev", "test", PRODUCTION_CHANNEL)
+VALIDATED_EVAL_CHANNEL = "validated_eval"
+CHANNELS = ("train", "dev", "test", PRODUCTION_CHANNEL, VALIDATED_EVAL_CHANNEL)
 PRODUCTION_ARCHIVE_MAX_BYTES = 4 * 1024**3  # unpacked; a model of this project is ~10-100 MB
 PRODUCTION_ARCHIVE_MAX_MEMBERS = 10_000
 _ALIASES = {"max_steps": "training.max_steps"}
@@ -246,6 +255,23 @@ def _read_channel(
     return docs, report.as_dict(), hashes
 
 
+def _read_validated_eval(
+    paths: JobPaths, hp: Hyperparameters, label_map: dict[str, str]
+) -> tuple[list, dict[str, object], dict[str, str]] | None:
+    """The validated evaluation set's docs, report and file hashes; None when absent or empty.
+
+    Unlike the data channels, an empty channel is normal: no note has been reviewed yet.
+    """
+    directory = paths.channel(VALIDATED_EVAL_CHANNEL)
+    if not directory.is_dir() or not channel_files(directory):
+        return None
+    try:
+        return _read_channel(paths, VALIDATED_EVAL_CHANNEL, hp, label_map)
+    except TrainJobError:
+        log.info("channel %s: no annotated documents; the rule is not applied", "validated_eval")
+        return None
+
+
 def _find_model_dir(directory: Path) -> Path | None:
     """`directory` itself or its only visible subdirectory, whichever holds ``config.cfg``."""
     if (directory / "config.cfg").is_file():
@@ -359,11 +385,13 @@ def production_baseline(
     dev_docs: Sequence[AnnotatedDoc],
     test: tuple[Sequence[AnnotatedDoc], dict[str, object]] | None,
     batch_size: int,
+    validated: Sequence[AnnotatedDoc] | None = None,
 ) -> dict[str, object] | None:
     """The production model's scores on the candidate's dev (and test) docs, if it is given.
 
-    `test` is (docs, data report) of the test channel. Returns None without a production
-    channel; an unusable one raises `TrainJobError`.
+    `test` is (docs, data report) of the test channel; `validated` the validated evaluation
+    set's docs (scored into ``validated_eval``). Returns None without a production channel;
+    an unusable one raises `TrainJobError`.
     """
     from clinical_ner.model.scoring import evaluate_docs
 
@@ -381,6 +409,9 @@ def production_baseline(
                 test_docs, test_report = test
                 scores = evaluate_docs(model, test_docs, batch_size=batch_size)
                 baseline["test"] = {**scores, "data_report": test_report}
+            if validated:
+                scores = evaluate_docs(model, validated, batch_size=batch_size)
+                baseline[VALIDATED_EVAL_CHANNEL] = {**scores, "docs": len(validated)}
         except Exception as exc:
             frames = traceback.extract_tb(exc.__traceback__)
             log.error("traceback:\n%s", "".join(traceback.format_list(frames)))
@@ -438,9 +469,14 @@ def run(root: Path) -> dict[str, object]:
         dev_docs, dev_report, dev_files = dev
         data_files = {**data_files, **dev_files}
     test = _read_channel(paths, "test", hp, label_map)
+    validated = _read_validated_eval(paths, hp, label_map)
     # Before training: an unusable production channel fails the job without a wasted run.
     baseline = production_baseline(
-        paths, dev_docs, None if test is None else (test[0], test[1]), hp.batch_size
+        paths,
+        dev_docs,
+        None if test is None else (test[0], test[1]),
+        hp.batch_size,
+        None if validated is None else validated[0],
     )
 
     inputs = TrainingInputs(
@@ -469,6 +505,15 @@ def run(root: Path) -> dict[str, object]:
             test_scores["data_report"] = test_report
             metrics["test"] = test_scores
             metrics["training_data"] = {**data_files, **test_files}
+        if validated is not None:
+            v_docs, v_report, v_files = validated
+            v_scores = evaluate_docs(model, v_docs, batch_size=hp.batch_size)
+            metrics[VALIDATED_EVAL_CHANNEL] = {
+                **v_scores,
+                "docs": len(v_docs),
+                "data_report": v_report,
+                "files": v_files,
+            }
         texts = [d.text for d in train_docs]
         predictions = list(model.predict(texts, batch_size=hp.batch_size))
         profile = drift.build_profile(
@@ -511,8 +556,10 @@ def run(root: Path) -> dict[str, object]:
         for label, scores in test_scores["per_label"].items():
             summary[f"test_f1_{label}"] = scores["f"]
         summary.update(min_label_f1("test", test_scores["per_label"]))
+    if validated is not None:
+        summary["validated_eval_f1"] = metrics[VALIDATED_EVAL_CHANNEL]["ents_f"]  # type: ignore[index]
     if baseline is not None:
-        for split in ("dev", "test"):
+        for split in ("dev", "test", VALIDATED_EVAL_CHANNEL):
             if split in baseline:
                 summary[f"production_{split}_f1"] = baseline[split]["ents_f"]  # type: ignore[index]
     total_seconds = time.perf_counter() - started

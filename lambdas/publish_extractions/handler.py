@@ -11,7 +11,8 @@ Events: `clinical_ner.runtime.lambda_events` (RunEvent, NoEvent, PublishEvent).
 
 Environment: LAKE_BUCKET, STAGE, JOB_PREFIX, MODEL_PACKAGE_GROUP, TRANSFORM_ROLE_ARN,
 MODEL_PREFIX, SUBNET_IDS and SECURITY_GROUP_IDS (comma-separated; the transform model's VPC,
-optional). Never logs note text.
+optional), REVIEW_TABLE (publish: queue the notes for review, docs/review.md; optional, absent
+= no review loop). Never logs note text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 from typing import Any
 
 from clinical_ner.pipeline.aws_runtime import client
+from clinical_ner.pipeline.stage_config import load_stage_config
 from clinical_ner.runtime import extraction_steps as steps
 from clinical_ner.runtime import lambda_edge as edge
 from clinical_ner.runtime.lambda_events import NoEvent, PublishEvent, RunEvent
@@ -52,6 +54,7 @@ def resolve_model(_event: NoEvent) -> dict[str, Any]:
 
 @edge.step("publish_extractions", PublishEvent)
 def handler(event: PublishEvent) -> dict[str, Any]:
+    review_table = os.environ.get("REVIEW_TABLE") or None
     return steps.publish_extractions(
         client("s3"),
         client("cloudwatch"),
@@ -60,4 +63,7 @@ def handler(event: PublishEvent) -> dict[str, Any]:
         dt=event.dt,
         stage=os.environ["STAGE"],
         model_data_url=event.model_data_url,
+        ddb=client("dynamodb") if review_table else None,
+        review_table=review_table,
+        review=load_stage_config(os.environ["STAGE"]).review if review_table else None,
     )

@@ -81,8 +81,9 @@ def test_training_pipeline_registers_approves_and_deploys(local_run):
     first = next(p for p in local_run.registry if str(p["version"]) == "1")
     assert first["status"] == "Approved"
     assert first["model_data_url"].startswith("s3://clinical-ner-local-lake/models/")
-    # the first deployment only: the drift retraining is identical to production (no deploy)
-    assert [m["message"]["event"] for m in local_run.sns_messages] == ["model_deployed"]
+    # the first deployment: the drift retraining is identical to production (no deploy); the
+    # review loop's retraining may deploy a second model after it
+    assert [m["message"]["event"] for m in local_run.sns_messages][:1] == ["model_deployed"]
     prepared = next(g for g in local_run.glue_reports if "dataset_version" in g)
     # synthetic_clinical_notes.jsonl: 90 notes, each in its own train/dev/test split
     assert prepared["docs_total"] == 90
@@ -94,12 +95,12 @@ def test_register_step_logs_the_run_to_the_tracking_server(local_run):
     local mlflow server through the same SigV4 REST client it uses in AWS."""
     # The latest register step: the drift retraining's candidate, identical to production, so
     # the run is logged (the experiment keeps every training) but names no model package.
-    t = local_run.tracking
+    t = local_run.retraining["tracking"]  # the drift retraining's register step
     assert t["status"] == "logged" and t["run_status"] == "FINISHED", t
     assert t["model_package_arn"] == "" and "sagemaker.model_package_arn" not in t["tags"]
     assert t["tags"]["trigger"] == "drift"
     assert t["tags"]["model_version"] == t["tags"]["production_model_version"]
-    job = local_run.training_jobs[-1]
+    job = local_run.training_jobs[1]
     assert t["tags"]["model_artifact_uri"].endswith(f"/{job.job_name}/output/model.tar.gz")
     assert t["tags"]["dataset_version"].startswith("ds-")
     assert t["experiment"] == "clinical-ner-dev"
@@ -183,14 +184,43 @@ def test_a_retrain_identical_to_production_is_not_registered(local_run):
     assert rt["execution"]["status"] == "SUCCEEDED", rt["execution"]
     assert "TrainAgainstProduction" in states and "Train" not in states
     assert states[-1] == "NotRegisteredIdentical" and "Gate" not in states
-    first_job, retrain_job = local_run.training_jobs
+    first_job, retrain_job = local_run.training_jobs[:2]
     assert retrain_job.metrics["model_version"] == first_job.metrics["model_version"]
     assert (
         retrain_job.metrics["production_baseline"]["model_version"]
         == (first_job.metrics["model_version"])
     )
     statuses = {str(p["version"]): p["status"] for p in local_run.registry}
-    assert statuses == {"1": "Approved"}
+    assert statuses["1"] == "Approved"
+    assert set(statuses) <= {"1", "2"}  # "2": the review loop's candidate, if any
+
+
+def test_review_loop_reviews_retrains_and_reports_kpis(local_run):
+    """The scripted reviewer's SYNTHETIC corrections through the workbench API start one
+    reviewed_annotations retraining that trains against production with the validated set."""
+    review = local_run.review
+    before = review["before"]
+    assert before["submitted"] == 40 and before["statuses"] == {"submit 200": 40}
+    assert {"accepted", "added"} <= set(before["decisions"])
+    kpis = before["kpis"]
+    assert kpis["notes_reviewed"] == 40 and 0 < kpis["production_precision"] <= 1
+    started = [c for c in review["trigger_calls"] if c.get("started")]
+    assert len(started) == 1 and started[0]["trigger"] == "reviewed_annotations"
+    rt = review["retraining"]
+    assert rt["input"]["trigger"] == "reviewed_annotations"
+    assert "TrainAgainstProductionValidated" in rt["execution"]["states"]
+    assert rt["validated_eval"]["docs"] >= 1
+    assert rt["gate"]["validated_eval"]["docs"] == rt["validated_eval"]["docs"]
+    assert "ReviewedNotes" in review["metrics_published"]
+    if rt["execution"]["states"][-1] == "Deployed":  # held-back notes, read by the new model
+        after = review["after"]
+        assert after["model_version"] == rt["candidate_version"] != before["model_version"]
+        assert after["statuses"] == {"submit 200": 20}
+        assert after["kpis"]["notes_reviewed"] == 20
+    text = local_run.report_path.read_text()
+    assert "## Review loop" in text and "| production precision |" in text
+    assert "Validated evaluation set" in text
+    assert (local_run.output / "review_kpis.png").stat().st_size > 1000
 
 
 def test_report_shows_support_and_what_the_scores_mean(local_run):

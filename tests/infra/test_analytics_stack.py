@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clinical_ner.data.analytics import QUERIES
+from clinical_ner.data.analytics import QUERIES, REVIEW_QUERIES
 from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
 
 
@@ -17,7 +17,7 @@ def _tables(synth):
 
 def test_entities_and_notes_tables_follow_the_schemas_with_projection(synth):
     tables = _tables(synth)
-    assert set(tables) == {"entities", "notes"}
+    assert set(tables) == {"entities", "notes", "reviews"}  # reviews: test_review_stack.py
     for name, schema in (("entities", ENTITY_SCHEMA), ("notes", NOTE_SCHEMA)):
         props = tables[name]
         assert props["DatabaseName"] == synth.stacks.data_prep.database_name
@@ -53,7 +53,7 @@ def test_named_queries_are_the_core_sql_in_the_workgroup_and_database(synth):
         r["Properties"]["Name"]: r["Properties"]
         for r in synth.resources(synth.stacks.analytics, "AWS::Athena::NamedQuery").values()
     }
-    assert set(queries) == {q.name for q in QUERIES}
+    assert set(queries) == {q.name for q in (*QUERIES, *REVIEW_QUERIES)}
     for q in QUERIES:
         props = queries[q.name]
         assert props["QueryString"] == q.sql

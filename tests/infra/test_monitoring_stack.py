@@ -8,9 +8,11 @@ from clinical_ner.pipeline import monitoring as mon
 
 
 def _alarms(synth):
+    """The drift alarms (the measured-quality ones: tests/infra/test_review_stack.py)."""
     return {
         r["Properties"]["AlarmName"]: r["Properties"]
         for r in synth.resources(synth.stacks.monitoring, "AWS::CloudWatch::Alarm").values()
+        if "-drift-" in r["Properties"]["AlarmName"]
     }
 
 
@@ -97,10 +99,16 @@ def test_retraining_lambda_is_debounced_and_least_privileged(synth):
 
 def test_new_annotations_rule_targets_the_retraining_lambda(synth):
     stack = synth.stacks.monitoring
-    (rule,) = synth.resources(stack, "AWS::Events::Rule").values()
-    pattern = rule["Properties"]["EventPattern"]
-    assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
-    assert pattern["detail"]["object"]["key"] == [{"prefix": "raw/annotations/"}]
+    rules = synth.resources(stack, "AWS::Events::Rule")
+    forward = rules[_logical_id(synth, stack, stack.annotations_forward_rule)]["Properties"]
+    rule = rules[_logical_id(synth, stack, stack.annotations_rule)]
+    for pattern in (forward["EventPattern"], rule["Properties"]["EventPattern"]):
+        assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
+    assert forward["EventPattern"]["detail"]["object"]["key"] == [{"prefix": "raw/annotations/"}]
+    assert rule["Properties"]["EventPattern"]["detail"]["object"]["key"] == [
+        {"anything-but": {"prefix": "raw/annotations/reviewed/"}}
+    ]
+    assert "DeadLetterConfig" in forward["Targets"][0]
     (target,) = rule["Properties"]["Targets"]
     fn_id = _logical_id(synth, stack, stack.retraining_function)
     assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}

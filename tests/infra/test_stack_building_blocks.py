@@ -44,12 +44,14 @@ def test_every_function_has_core_and_powertools_layers_and_env(synth):
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
         assert props["Architectures"] == ["arm64"] and props["Runtime"] == "python3.12"
         seen += 1
-    assert seen == 10  # 5 training steps, 4 extraction steps, the retraining trigger
+    # 5 training steps, 4 extraction steps, the retraining trigger, the review API
+    assert seen == 11
 
 
 def test_one_core_layer_per_stack_from_one_zip(synth):
     assets = set()
-    for stack in (synth.stacks.training, synth.stacks.monitoring, synth.stacks.extraction):
+    stacks = synth.stacks
+    for stack in (stacks.training, stacks.monitoring, stacks.extraction, stacks.review):
         layers = synth.resources(stack, "AWS::Lambda::LayerVersion")
         assert len(layers) == 1, stack.stack_name
         (layer,) = layers.values()
@@ -71,7 +73,8 @@ def test_every_logs_key_has_the_one_logs_statement(synth):
             assert sorted(stmt["Action"]) == sorted(LOGS_KEY_ACTIONS)
             assert "kms:EncryptionContext:aws:logs:arn" in stmt["Condition"]["ArnLike"]
             assert key["Properties"]["EnableKeyRotation"] is True
-    assert keys == 2  # the data key (Glue, extraction and monitoring logs), the pipeline key
+    # the data key (Glue, extraction and monitoring logs), the pipeline key, the review key
+    assert keys == 3
 
 
 def test_both_state_machines_share_one_retry_policy(synth):
@@ -112,6 +115,7 @@ def test_no_stack_module_imports_another_stack_module():
         "stacks.data_prep",
         "stacks.extraction",
         "stacks.monitoring",
+        "stacks.review",
         "stacks.serving",
         "stacks.training",
     }

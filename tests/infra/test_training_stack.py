@@ -104,14 +104,27 @@ def test_chain_order(definitions, stage):
     assert s["PrepareData"]["Resource"].endswith(":::glue:startJobRun.sync")
     assert s["PrepareData"]["Next"] == "ResolveDataset"
     assert s["ResolveDataset"]["Next"] == "HasProductionModel"
-    (rule,) = s["HasProductionModel"]["Choices"]
+    # production and a validated evaluation set (reviewed notes) -> both models scored on it
+    validated, rule = s["HasProductionModel"]["Choices"]
+    assert validated == {
+        "And": [
+            {"Variable": "$.dataset.production.model_data_url", "IsPresent": True},
+            {"Variable": "$.dataset.validated_eval_uri", "IsPresent": True},
+        ],
+        "Next": "TrainAgainstProductionValidated",
+    }
     assert rule == {
         "Variable": "$.dataset.production.model_data_url",
         "IsPresent": True,
         "Next": "TrainAgainstProduction",
     }
     assert s["HasProductionModel"]["Default"] == "Train"  # the first model
-    for train in ("Train", "TrainAgainstProduction"):
+    channels = {
+        c["ChannelName"]
+        for c in s["TrainAgainstProductionValidated"]["Parameters"]["InputDataConfig"]
+    }
+    assert {"production", "validated_eval"} <= channels
+    for train in ("Train", "TrainAgainstProduction", "TrainAgainstProductionValidated"):
         assert s[train]["Resource"].endswith(":::sagemaker:createTrainingJob.sync")
         assert s[train]["Next"] == "Register"
     assert s["Register"]["Next"] == "IdenticalToProduction"
@@ -153,7 +166,7 @@ def test_trigger_routing_and_approval_continuation(definitions, stage):
     nexts = [c["Next"] for c in route["Choices"]]
     assert nexts == ["InvalidInput", "FromApprovalEvent", "HasDatasetVersion"]
     triggers = {c["StringEquals"] for c in route["Choices"][2]["Or"]}
-    assert triggers == {"new_annotations", "drift", "manual", "schedule"}
+    assert triggers == {"new_annotations", "drift", "manual", "schedule", "reviewed_annotations"}
     assert s["FromApprovalEvent"]["Next"] == "Deploy"
     assert s["NeedsDataPrep"]["Choices"][0] == {
         "Variable": "$.dataset_version",

@@ -41,6 +41,12 @@ async function api(method, path, body) {
   if (body) init.body = JSON.stringify(body);
   const resp = await fetch(path, init);
   const data = await resp.json().catch(() => ({}));
+  if (resp.status === 401 && state.token) {  // the token expired: sign in again
+    sessionStorage.removeItem("id_token");
+    state.token = "";
+    $("sign-in").hidden = false;
+    $("sign-out").hidden = true;
+  }
   if (!resp.ok) throw new Error(data.reason || ("HTTP " + resp.status));
   return data;
 }
@@ -318,20 +324,91 @@ document.addEventListener("keydown", (ev) => {
   if (handled) ev.preventDefault();
 });
 
-function init() {
-  const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get("id_token")) { state.token = hash.get("id_token"); sessionStorage.setItem("id_token", state.token); history.replaceState(null, "", location.pathname); }
-  $("reviewer").value = state.reviewer;
-  if (state.token) $("reviewer").disabled = true;
-  $("reviewer").addEventListener("change", () => {
-    state.reviewer = $("reviewer").value.trim();
-    localStorage.setItem("reviewer", state.reviewer);
-    refreshQueue();
-  });
+// Sign-in in AWS: Cognito's hosted pages, authorization code + PKCE (RFC 7636), no client
+// secret in the page. The app writes the domain and client id into <meta name="sign-in">;
+// locally there is none and the reviewer types a name (header identity, local only).
+const SignIn = {
+  config() {
+    const meta = document.querySelector('meta[name="sign-in"]');
+    if (!meta || !meta.content) return null;
+    try { return JSON.parse(meta.content); } catch (e) { return null; }
+  },
+  redirectUri() { return location.origin + location.pathname; },
+  b64url(bytes) {
+    let s = "";
+    bytes.forEach((b) => { s += String.fromCharCode(b); });
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+  async start(cfg) {
+    const verifier = SignIn.b64url(crypto.getRandomValues(new Uint8Array(32)));
+    const nonce = SignIn.b64url(crypto.getRandomValues(new Uint8Array(16)));
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+    sessionStorage.setItem("pkce_verifier", verifier);
+    sessionStorage.setItem("pkce_state", nonce);
+    const q = new URLSearchParams({
+      response_type: "code", client_id: cfg.client_id, redirect_uri: SignIn.redirectUri(),
+      scope: "openid email", state: nonce,
+      code_challenge: SignIn.b64url(new Uint8Array(digest)), code_challenge_method: "S256",
+    });
+    location.assign(cfg.domain + "/oauth2/authorize?" + q.toString());
+  },
+  // Back from the hosted page with ?code=...&state=...: exchange the code for tokens.
+  async finish(cfg) {
+    const q = new URLSearchParams(location.search);
+    const code = q.get("code");
+    if (!code) return;
+    history.replaceState(null, "", location.pathname);
+    const verifier = sessionStorage.getItem("pkce_verifier");
+    const expected = sessionStorage.getItem("pkce_state");
+    sessionStorage.removeItem("pkce_verifier");
+    sessionStorage.removeItem("pkce_state");
+    if (!verifier || !expected || q.get("state") !== expected) {
+      throw new Error("This sign-in answer was not requested by this page: sign in again.");
+    }
+    const body = new URLSearchParams({
+      grant_type: "authorization_code", client_id: cfg.client_id, code,
+      redirect_uri: SignIn.redirectUri(), code_verifier: verifier,
+    });
+    const resp = await fetch(cfg.domain + "/oauth2/token", {
+      method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body,
+    });
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok || !data.id_token) throw new Error("Sign-in failed (HTTP " + resp.status + "): sign in again.");
+    state.token = data.id_token;
+    sessionStorage.setItem("id_token", state.token);
+  },
+  signOut(cfg) {
+    sessionStorage.removeItem("id_token");
+    state.token = "";
+    const q = new URLSearchParams({ client_id: cfg.client_id, logout_uri: SignIn.redirectUri() });
+    location.assign(cfg.domain + "/logout?" + q.toString());
+  },
+};
+
+async function init() {
   $("next").addEventListener("click", nextNote);
   $("submit").addEventListener("click", submit);
   $("release").addEventListener("click", release);
   $("kpi-refresh").addEventListener("click", refreshKpis);
+  const cfg = SignIn.config();
+  if (cfg) {
+    $("reviewer-label").hidden = true;
+    $("sign-in").addEventListener("click", () => SignIn.start(cfg));
+    $("sign-out").addEventListener("click", () => SignIn.signOut(cfg));
+    try { await SignIn.finish(cfg); } catch (e) { say(e.message, true); }
+    $("sign-in").hidden = Boolean(state.token);
+    $("sign-out").hidden = !state.token;
+    if (!state.token) { $("progress").textContent = "Queue: sign in first"; return; }
+  } else {
+    sessionStorage.removeItem("id_token");  // tokens only where sign-in is configured
+    state.token = "";
+    $("reviewer").value = state.reviewer;
+    $("reviewer").addEventListener("change", () => {
+      state.reviewer = $("reviewer").value.trim();
+      localStorage.setItem("reviewer", state.reviewer);
+      refreshQueue();
+    });
+  }
   refreshQueue();
   refreshKpis();
 }
