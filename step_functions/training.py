@@ -118,7 +118,72 @@ class TrainingPipeline(PipelineDefinition):
         bake_time = bake_time or Duration.minutes(10)
         poll_interval = poll_interval or Duration.minutes(1)
 
-        # ----------------------------------------------------------------- training
+        deploy = self._deployment(functions, bake_time, poll_interval)
+        gate_choice = self._gate_routing(functions, approval_mode, deploy)
+        version_choice = self._training(glue_job_name, training, functions, gate_choice)
+        from_approval = sfn.Pass(
+            self,
+            "FromApprovalEvent",
+            parameters={
+                "trigger": APPROVAL_TRIGGER,
+                "register": {"model_package_arn": sfn.JsonPath.string_at("$.model_package_arn")},
+            },
+        )
+        from_approval.next(deploy)
+        default_version = sfn.Pass(
+            self,
+            "DefaultDatasetVersion",
+            parameters={"trigger": sfn.JsonPath.string_at("$.trigger"), "dataset_version": LATEST},
+        )
+        default_version.next(version_choice)
+        invalid = sfn.Fail(
+            self,
+            "InvalidInput",
+            error="InvalidInput",
+            cause="input needs trigger (new_annotations|reviewed_annotations|drift|manual|"
+            "schedule) and an optional dataset_version, or trigger=approval with "
+            "model_package_arn",
+        )
+        has_version = (
+            sfn.Choice(self, "HasDatasetVersion")
+            .when(sfn.Condition.is_present("$.dataset_version"), version_choice)
+            .otherwise(default_version)
+        )
+        # Rules are evaluated in order, so $.trigger is known to exist after the first one.
+        self.definition = (
+            sfn.Choice(self, "RouteTrigger")
+            .when(sfn.Condition.not_(sfn.Condition.is_present("$.trigger")), invalid)
+            .when(sfn.Condition.string_equals("$.trigger", APPROVAL_TRIGGER), from_approval)
+            .when(
+                sfn.Condition.or_(*[sfn.Condition.string_equals("$.trigger", t) for t in TRIGGERS]),
+                has_version,
+            )
+            .otherwise(invalid)
+        )
+
+    def _decision(
+        self, functions: PipelineFunctions, state_id: str, action: str
+    ) -> tasks.LambdaInvoke:
+        """approve_or_reject with one action (approve / reject / pending) for the candidate."""
+        return self.lambda_task(
+            state_id,
+            functions.approve_or_reject,
+            {
+                "action": action,
+                "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
+                "gate": sfn.JsonPath.object_at("$.gate"),
+            },
+            "$.approval",
+        )
+
+    def _training(
+        self,
+        glue_job_name: str,
+        training: TrainingJobSettings,
+        functions: PipelineFunctions,
+        gate_choice: sfn.Choice,
+    ) -> sfn.Choice:
+        """NeedsDataPrep -> PrepareData -> ResolveDataset -> Train* -> Register -> Gate."""
         prepare = tasks.GlueStartJobRun(
             self,
             "PrepareData",
@@ -165,19 +230,59 @@ class TrainingPipeline(PipelineDefinition):
             "$.gate",
         )
 
-        def decision(state_id: str, action: str) -> tasks.LambdaInvoke:
-            return self.lambda_task(
-                state_id,
-                functions.approve_or_reject,
-                {
-                    "action": action,
-                    "model_package_arn": sfn.JsonPath.string_at("$.register.model_package_arn"),
-                    "gate": sfn.JsonPath.object_at("$.gate"),
-                },
-                "$.approval",
+        version_choice = (
+            sfn.Choice(self, "NeedsDataPrep")
+            .when(sfn.Condition.string_equals("$.dataset_version", LATEST), prepare)
+            .otherwise(resolve)
+        )
+        prepare.next(resolve)
+        resolve.next(
+            sfn.Choice(self, "HasProductionModel")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.dataset.production.model_data_url"),
+                    sfn.Condition.is_present("$.dataset.validated_eval_uri"),
+                ),
+                train_validated,
             )
+            .when(
+                sfn.Condition.is_present("$.dataset.production.model_data_url"),
+                train_against_production,
+            )
+            .otherwise(train)
+        )
+        train.next(register)
+        train_against_production.next(register)
+        train_validated.next(register)
+        # A retrained model identical to production (same model_version) is not registered:
+        # nothing to gate or deploy, and the execution says so in $.register.summary.
+        register.next(
+            sfn.Choice(self, "IdenticalToProduction")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.register.identical_to_production"),
+                    sfn.Condition.boolean_equals("$.register.identical_to_production", True),
+                ),
+                sfn.Succeed(
+                    self,
+                    "NotRegisteredIdentical",
+                    comment="identical to production, not registered",
+                ),
+            )
+            .otherwise(gate)
+        )
+        gate.next(gate_choice)
 
-        # ----------------------------------------------------------------- deployment
+        self.guard(prepare, GLUE_RETRYABLE)
+        self.guard(train, SAGEMAKER_RETRYABLE)
+        self.guard(train_against_production, SAGEMAKER_RETRYABLE)
+        self.guard(train_validated, SAGEMAKER_RETRYABLE)
+        return version_choice
+
+    def _deployment(
+        self, functions: PipelineFunctions, bake_time: Duration, poll_interval: Duration
+    ) -> tasks.LambdaInvoke:
+        """Deploy -> wait for the endpoint -> bake and verify (serverless) -> notify."""
         deploy = self.lambda_task(
             "Deploy",
             functions.deploy_model,
@@ -275,8 +380,13 @@ class TrainingPipeline(PipelineDefinition):
             .otherwise(notify_rolled_back)
         )
 
-        # -------------------------------------------------------------- gate routing
-        reject = decision("Reject", "reject")
+        return deploy
+
+    def _gate_routing(
+        self, functions: PipelineFunctions, approval_mode: ApprovalMode, deploy: sfn.IChainable
+    ) -> sfn.Choice:
+        """GatePassed: approve and deploy (auto) or ask for approval (manual); else reject."""
+        reject = self._decision(functions, "Reject", "reject")
         notify_rejected = self.notify(
             "NotifyRejected",
             "Clinical NER candidate model rejected by the gate",
@@ -293,10 +403,10 @@ class TrainingPipeline(PipelineDefinition):
         notify_rejected.next(sfn.Succeed(self, "ModelRejected"))
 
         if approval_mode is ApprovalMode.AUTO:
-            on_pass: sfn.IChainable = decision("Approve", "approve")
+            on_pass: sfn.IChainable = self._decision(functions, "Approve", "approve")
             on_pass.next(deploy)  # type: ignore[attr-defined]
         else:
-            pending = decision("MarkPendingApproval", "pending")
+            pending = self._decision(functions, "MarkPendingApproval", "pending")
             notify_pending = self.notify(
                 "NotifyApprovalNeeded",
                 "Clinical NER model awaiting approval",
@@ -318,93 +428,7 @@ class TrainingPipeline(PipelineDefinition):
             .otherwise(reject)
         )
 
-        # ----------------------------------------------------------------- entry
-        from_approval = sfn.Pass(
-            self,
-            "FromApprovalEvent",
-            parameters={
-                "trigger": APPROVAL_TRIGGER,
-                "register": {"model_package_arn": sfn.JsonPath.string_at("$.model_package_arn")},
-            },
-        )
-        from_approval.next(deploy)
-        default_version = sfn.Pass(
-            self,
-            "DefaultDatasetVersion",
-            parameters={"trigger": sfn.JsonPath.string_at("$.trigger"), "dataset_version": LATEST},
-        )
-        version_choice = (
-            sfn.Choice(self, "NeedsDataPrep")
-            .when(sfn.Condition.string_equals("$.dataset_version", LATEST), prepare)
-            .otherwise(resolve)
-        )
-        default_version.next(version_choice)
-        prepare.next(resolve)
-        resolve.next(
-            sfn.Choice(self, "HasProductionModel")
-            .when(
-                sfn.Condition.and_(
-                    sfn.Condition.is_present("$.dataset.production.model_data_url"),
-                    sfn.Condition.is_present("$.dataset.validated_eval_uri"),
-                ),
-                train_validated,
-            )
-            .when(
-                sfn.Condition.is_present("$.dataset.production.model_data_url"),
-                train_against_production,
-            )
-            .otherwise(train)
-        )
-        train.next(register)
-        train_against_production.next(register)
-        train_validated.next(register)
-        # A retrained model identical to production (same model_version) is not registered:
-        # nothing to gate or deploy, and the execution says so in $.register.summary.
-        register.next(
-            sfn.Choice(self, "IdenticalToProduction")
-            .when(
-                sfn.Condition.and_(
-                    sfn.Condition.is_present("$.register.identical_to_production"),
-                    sfn.Condition.boolean_equals("$.register.identical_to_production", True),
-                ),
-                sfn.Succeed(
-                    self,
-                    "NotRegisteredIdentical",
-                    comment="identical to production, not registered",
-                ),
-            )
-            .otherwise(gate)
-        )
-        gate.next(gate_choice)
-
-        invalid = sfn.Fail(
-            self,
-            "InvalidInput",
-            error="InvalidInput",
-            cause="input needs trigger (new_annotations|reviewed_annotations|drift|manual|"
-            "schedule) and an optional dataset_version, or trigger=approval with "
-            "model_package_arn",
-        )
-        has_version = (
-            sfn.Choice(self, "HasDatasetVersion")
-            .when(sfn.Condition.is_present("$.dataset_version"), version_choice)
-            .otherwise(default_version)
-        )
-        # Rules are evaluated in order, so $.trigger is known to exist after the first one.
-        self.definition = (
-            sfn.Choice(self, "RouteTrigger")
-            .when(sfn.Condition.not_(sfn.Condition.is_present("$.trigger")), invalid)
-            .when(sfn.Condition.string_equals("$.trigger", APPROVAL_TRIGGER), from_approval)
-            .when(
-                sfn.Condition.or_(*[sfn.Condition.string_equals("$.trigger", t) for t in TRIGGERS]),
-                has_version,
-            )
-            .otherwise(invalid)
-        )
-        self.guard(prepare, GLUE_RETRYABLE)
-        self.guard(train, SAGEMAKER_RETRYABLE)
-        self.guard(train_against_production, SAGEMAKER_RETRYABLE)
-        self.guard(train_validated, SAGEMAKER_RETRYABLE)
+        return gate_choice
 
     def _training_job(
         self,

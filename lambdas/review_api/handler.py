@@ -1,10 +1,11 @@
 """Review workbench API (thin): API Gateway HTTP API event -> the core WSGI app -> response.
 
 The app is built once per container by `review_apigw.build_app_from_env` (environment:
-STAGE_CONFIG, LAKE_BUCKET, REVIEW_TABLE, RETRAINING_FUNCTION_NAME); identity comes from the JWT
-authorizer's claims only. The app writes one JSON line per request (method, route, status,
-reviewer, time: never a body or note text); an error outside it is answered 500 and logged
-by type only, so no exception message (which could quote a request) reaches the log.
+STAGE_CONFIG, LAKE_BUCKET, REVIEW_TABLE, RETRAINING_FUNCTION_NAME, SIGN_IN_PARAMETER);
+identity comes from the JWT authorizer's claims only. The app writes one JSON line per
+request (method, route, status, reviewer, time: never a body or note text); an error outside
+it is answered 500 and logged by type only, so no exception message (which could quote a
+request) reaches the log.
 """
 
 from __future__ import annotations
