@@ -47,7 +47,7 @@ setup: setup-python setup-node setup-java setup-browser
 # The embedded default: the whole loop on this machine, no AWS account. Trains on the bundled
 # synthetic annotations through the CDK-synthesized state machine, deploys a local endpoint,
 # extracts the synthetic notes, runs the Athena queries in DuckDB and the drift monitor.
-run: setup
+run: setup-python setup-node setup-java  # the browser is only for the tests
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/clinical-ner local run --output $(RUN_DIR)
 
 lint: setup-python
