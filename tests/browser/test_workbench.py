@@ -10,44 +10,14 @@ missing browser fails (tests/conftest.py turns skips into failures).
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
+from browser_support import needs_browser, wait_until
 from review_support import SECRET, make_extraction
 
 from clinical_ner.data.review import codepoint_to_utf16, utf16_to_codepoint
 from clinical_ner.pipeline.review_store import LocalStore, read_review_rows
 
-webdriver = pytest.importorskip(
-    "selenium.webdriver", reason="selenium missing: pip install -e .[dev]"
-)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="chromium/chromedriver missing: make setup-browser"
-)
-
-
-@pytest.fixture
-def browser():
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--no-proxy-server"):  # fmt: skip
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
-def _wait(driver, predicate, timeout=10):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(lambda d: predicate(d))
+pytestmark = needs_browser
 
 
 def test_review_a_note_in_the_browser(tmp_path, browser):
@@ -61,7 +31,7 @@ def test_review_a_note_in_the_browser(tmp_path, browser):
         browser.get(server.url)
         name = browser.find_element(By.ID, "reviewer")
         name.send_keys("alice", Keys.TAB)
-        _wait(browser, lambda d: "3 waiting" in d.find_element(By.ID, "progress").text)
+        wait_until(browser, lambda d: "3 waiting" in d.find_element(By.ID, "progress").text)
         assert "Keys:" in browser.find_element(By.ID, "help").text
 
         # The JavaScript offset conversion agrees with Python's on astral + combining text.
@@ -82,7 +52,7 @@ def test_review_a_note_in_the_browser(tmp_path, browser):
                 queue.claim("bob", t["task_id"])
         body = browser.find_element(By.TAG_NAME, "body")
         body.send_keys("n")
-        _wait(browser, lambda d: "Note rev-001" in d.find_element(By.ID, "meta").text)
+        wait_until(browser, lambda d: "Note rev-001" in d.find_element(By.ID, "meta").text)
         note_text = browser.execute_script("return workbench.state.note.text")
         assert note_text == text
         items = browser.find_elements(By.CSS_SELECTOR, "#entities li")
@@ -114,8 +84,10 @@ def test_review_a_note_in_the_browser(tmp_path, browser):
         browser.save_screenshot(str(screenshot))
         print(f"workbench screenshot: {screenshot}")
         body.send_keys("s")
-        _wait(browser, lambda d: "Saved" in d.find_element(By.ID, "status").text)
-        _wait(browser, lambda d: "1 reviewed, 2 waiting" in d.find_element(By.ID, "progress").text)
+        wait_until(browser, lambda d: "Saved" in d.find_element(By.ID, "status").text)
+        wait_until(
+            browser, lambda d: "1 reviewed, 2 waiting" in d.find_element(By.ID, "progress").text
+        )
 
         rows = read_review_rows(LocalStore(out))
         by_decision = {r["decision"]: r for r in rows}

@@ -19,14 +19,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
+from browser_support import needs_browser, wait_until
 from review_support import make_extraction
-from test_workbench import CHROMIUM, DRIVER, _wait, browser  # noqa: F401 - the fixture
 
 from clinical_ner.runtime.review_app import CLAIMS_ENVIRON_KEY, ReviewApp, SignIn
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="chromium/chromedriver missing: make setup-browser"
-)
+pytestmark = needs_browser
 CLIENT_ID = "workbenchclient1"
 TOKEN = "id-token-for-alice"
 
@@ -106,7 +104,7 @@ def _authorizer(app: ReviewApp, seen: list[dict[str, str]]) -> Any:
     return wsgi
 
 
-def test_sign_in_with_pkce_then_review_as_the_token_holder(tmp_path, browser):  # noqa: F811
+def test_sign_in_with_pkce_then_review_as_the_token_holder(tmp_path, browser):
     from selenium.webdriver.common.by import By
 
     from clinical_ner_local.review_server import LocalReviewServer
@@ -122,13 +120,13 @@ def test_sign_in_with_pkce_then_review_as_the_token_holder(tmp_path, browser):  
             server.server.set_app(_authorizer(signed, seen))
 
             browser.get(server.url)
-            _wait(browser, lambda d: d.find_element(By.ID, "sign-in").is_displayed())
+            wait_until(browser, lambda d: d.find_element(By.ID, "sign-in").is_displayed())
             assert not browser.find_element(By.ID, "reviewer").is_displayed()
             assert "sign in first" in browser.find_element(By.ID, "progress").text
             assert seen == []  # nothing asked of the API before signing in
 
             browser.find_element(By.ID, "sign-in").click()
-            _wait(browser, lambda d: "3 waiting" in d.find_element(By.ID, "progress").text)
+            wait_until(browser, lambda d: "3 waiting" in d.find_element(By.ID, "progress").text)
             (asked,) = idp.authorize_requests
             assert asked["client_id"] == CLIENT_ID and asked["response_type"] == "code"
             assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
@@ -148,7 +146,7 @@ def test_sign_in_with_pkce_then_review_as_the_token_holder(tmp_path, browser):  
             # An answer this page did not ask for (no matching state) is refused, unexchanged.
             browser.execute_script("sessionStorage.clear()")
             browser.get(server.url + "?code=code-0&state=forged")
-            _wait(browser, lambda d: "not requested" in d.find_element(By.ID, "status").text)
+            wait_until(browser, lambda d: "not requested" in d.find_element(By.ID, "status").text)
             assert len(idp.token_requests) == 1
             assert browser.find_element(By.ID, "sign-in").is_displayed()
     finally:
