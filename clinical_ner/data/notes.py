@@ -65,6 +65,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeAlias, TypeVar
 
 DEFAULT_MAX_CHARS = 100_000
+# How notes travel over HTTP: the serve container's requests and answers, Batch Transform and
+# SageMaker data capture (which records these as JSON text rather than base64).
+JSON_MEDIA_TYPE = "application/json"
+JSONLINES_MEDIA_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
 MAX_NOTE_ID_CHARS = 128
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
 TEXT_COLUMNS = ("text", "transcription")  # in order of preference

@@ -35,17 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clinical_ner.data.notes import JSON_MEDIA_TYPE, JSONLINES_MEDIA_TYPES
 from clinical_ner.pipeline.aws_runtime import EndpointBusyError, PipelineStepError
 from clinical_ner.pipeline.stage_config import ServerlessEndpoint
 
 # Content types SageMaker data capture records as JSON (not base64): what the serve container
 # accepts and answers (clinical_ner.runtime.capture reads them back).
-JSON_CONTENT_TYPES = (
-    "application/json",
-    "application/jsonlines",
-    "application/x-jsonlines",
-    "application/jsonl",
-)
+JSON_CONTENT_TYPES = (JSON_MEDIA_TYPE, *JSONLINES_MEDIA_TYPES)
 
 VARIANT = "AllTraffic"
 IN_PROGRESS = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}

@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from clinical_ner.pipeline.deployment import JSON_CONTENT_TYPES
+from clinical_ner.data.notes import JSONLINES_MEDIA_TYPES
 
 if TYPE_CHECKING:
     from clinical_ner.pipeline.stage_config import DriftThresholds
 
 CAPTURE_DIR = "capture/"
-_JSONLINES = frozenset(JSON_CONTENT_TYPES[1:])
+_JSONLINES = frozenset(JSONLINES_MEDIA_TYPES)
 DEFAULT_WINDOW_HOURS = 24
 MAX_WINDOW_HOURS = 24 * 7
 # A window holds the notes in memory to profile them (as the batch path does); past this many

@@ -51,6 +51,8 @@ from typing import Any, NamedTuple
 
 from clinical_ner.data.notes import (
     DEFAULT_MAX_CHARS,
+    JSON_MEDIA_TYPE,
+    JSONLINES_MEDIA_TYPES,
     NoteRejected,
     NoteView,
     QuarantineReason,
@@ -75,9 +77,9 @@ DEFAULT_IDLE_TIMEOUT = 60  # seconds an idle connection stays open (busy ones ar
 DEFAULT_WORKER_TIMEOUT = 600
 WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 WARMUP_NOTE = "Warm-up note: no evidence of pneumonia."
-JSON = "application/json"
-JSONLINES = "application/jsonlines"
-_JSONLINES_ALIASES = {JSONLINES, "application/x-jsonlines", "application/jsonl"}
+JSON = JSON_MEDIA_TYPE
+JSONLINES = JSONLINES_MEDIA_TYPES[0]
+_JSONLINES_ALIASES = frozenset(JSONLINES_MEDIA_TYPES)
 
 log = logging.getLogger("clinical_ner.runtime.serve")
 
