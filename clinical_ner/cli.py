@@ -222,7 +222,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     docs, report = read_annotations(
         args.data, args.format, parse_label_map(args.labels), deduplicate=False
     )
-    model = NerModel.load(args.model)
+    model = NerModel.load(args.model, enrich=False)  # scores spans and labels only
     result = evaluate_docs(model, docs, batch_size=args.batch_size)
     result["data_report"] = report.as_dict()
     if not args.json:

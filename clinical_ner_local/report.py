@@ -149,6 +149,18 @@ def _table(cols: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _traits_cell(entity: Mapping[str, Any]) -> str:
+    """The true context traits of an entities-table row, with their triggers."""
+    return ", ".join(f"{t['trait']} ({t['trigger']})" for t in entity.get("trait_triggers") or ())
+
+
+def _medication_cell(entity: Mapping[str, Any]) -> str:
+    """The normalised drug and the medication attributes of an entities-table row."""
+    parts = [entity["drug_name"]] if entity.get("drug_name") else []
+    parts += [f"{a['type'].lower()} {a['text']}" for a in entity.get("attributes") or ()]
+    return "; ".join(parts)
+
+
 def write_report(result: Any) -> Path:
     out = Path(result.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +309,18 @@ def write_report(result: Any) -> Path:
         md += [f"Synthetic note `{nid}`:", "", "```text", text.replace("`", "'"), "```", ""]
         md += [
             *_table(
-                ["text", "label", "start", "end", "confidence", "negated", "offsets ok"],
+                [
+                    "text",
+                    "label",
+                    "start",
+                    "end",
+                    "confidence",
+                    "traits",
+                    "section",
+                    "ICD-10-CM",
+                    "drug, attributes",
+                    "offsets ok",
+                ],
                 [
                     [
                         e["text"],
@@ -305,7 +328,10 @@ def write_report(result: Any) -> Path:
                         e["start_char"],
                         e["end_char"],
                         e["confidence"],
-                        e.get("negated"),
+                        _traits_cell(e),
+                        e.get("section") or "",
+                        e.get("icd10cm_code") or "",
+                        _medication_cell(e),
                         text[e["start_char"] : e["end_char"]] == e["text"] if text else "",
                     ]
                     for e in result.entities_sample

@@ -20,6 +20,10 @@ COMMENT_MAX = 255  # Glue's column comment limit
 
 def glue_type(t: pa.DataType) -> str:
     """Glue/Hive column type of an Arrow type used by the record contracts."""
+    if pa.types.is_list(t):
+        return f"array<{glue_type(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ",".join(f"{f.name}:{glue_type(f.type)}" for f in t) + ">"
     for check, name in (
         (pa.types.is_string, "string"),
         (pa.types.is_int32, "int"),

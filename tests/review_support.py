@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 from clinical_ner.data.extraction import run_extraction
+from clinical_ner.model.enrichment import Enricher, built_enrichment_dir
 from clinical_ner.model.inference import PredictedEntity
 
 SECRET = "ZEBRAFINCH-SECRET"  # a distinctive word in a note: it must never reach a log line
@@ -33,22 +35,39 @@ NOTES = [
 ]
 
 
+@cache
+def _enricher() -> Enricher:
+    return Enricher.load(built_enrichment_dir())
+
+
 class DictionaryPredictor:
-    """A `Predictor` that finds LEXICON words (exact case) in the text it is given."""
+    """A `Predictor` that finds LEXICON words (exact case) in the text it is given.
+
+    The entities get the product's real details (section, traits, codes, drug, attributes):
+    "no fever" is negated by the real rules, as the LEXICON says.
+    """
 
     version = "clinical-ner-aaaaaaaaaaaa"
     labels = LABELS
 
     def predict(self, texts: Iterable[str], batch_size: int = 64) -> Iterator[list]:
         for text in texts:
-            found = []
-            for word, (label, conf, neg) in LEXICON.items():
+            spans = []
+            for word, (label, *_) in LEXICON.items():
                 start = text.find(word)
                 if start >= 0:
-                    found.append(
-                        PredictedEntity(start, start + len(word), label, word, conf, negated=neg)
-                    )
-            yield sorted(found, key=lambda e: e.start)
+                    spans.append((start, start + len(word), label))
+            spans.sort()
+            found = []
+            for (start, end, label), details in zip(
+                spans, _enricher().details(text, spans), strict=True
+            ):
+                word = text[start:end]
+                assert details.has("negated") == LEXICON[word][2], word
+                found.append(
+                    PredictedEntity(start, end, label, word, LEXICON[word][1], 0.0, details)
+                )
+            yield found
 
 
 def write_notes(path: Path) -> Path:

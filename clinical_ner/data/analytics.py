@@ -58,6 +58,8 @@ QUERIES: tuple[NamedQuery, ...] = (
         "order, every model version that processed it.",
         """
 SELECT note_id, entity_id, label, text, start_char, end_char, confidence, negated,
+       historical, hypothetical, family, uncertain, section, icd10cm_code,
+       icd10cm_description, drug_name, strength, dosage, route_or_mode, frequency,
        model_version, inference_time, dt
 FROM entities
 WHERE note_id = ?
@@ -133,6 +135,54 @@ FROM ranked
 WHERE rank_in_pair <= {PAIR_LIMIT}
 ORDER BY label_a, label_b, notes DESC, text_a, text_b
 """.strip(),
+    ),
+    NamedQuery(
+        "diagnoses_by_icd10cm_chapter_by_day",
+        "Coded mentions the patient has (latest extraction of each note; not negated, not "
+        "hypothetical, not a family member's) per day, label and ICD-10-CM chapter of the top "
+        "code: mentions, notes, distinct codes, historical and uncertain mentions.",
+        (
+            _LATEST_NOTES
+            + """
+SELECT e.dt, e.label, e.icd10cm_chapter,
+       COUNT(*) AS mentions,
+       COUNT(DISTINCT e.note_id) AS notes,
+       COUNT(DISTINCT e.icd10cm_code) AS distinct_codes,
+       SUM(CASE WHEN e.historical THEN 1 ELSE 0 END) AS historical_mentions,
+       SUM(CASE WHEN e.uncertain THEN 1 ELSE 0 END) AS uncertain_mentions
+FROM entities e
+JOIN latest l
+  ON l.note_id = e.note_id AND l.model_version = e.model_version
+ AND l.inference_time = e.inference_time AND l.rn = 1
+WHERE e.icd10cm_code IS NOT NULL
+  AND NOT e.negated AND NOT e.hypothetical AND NOT e.family
+GROUP BY e.dt, e.label, e.icd10cm_chapter
+ORDER BY e.dt, e.label, mentions DESC, e.icd10cm_chapter
+"""
+        ).strip(),
+    ),
+    NamedQuery(
+        "medications_with_dose_per_note",
+        "Medications of each note as the data-entry team types them (latest extraction; not "
+        "negated): mention, normalised drug and its ids, strength, dosage, route, frequency, "
+        "duration, form, rate; mentions that are a known drug or carry an attribute.",
+        (
+            _LATEST_NOTES
+            + """
+SELECT e.note_id, e.start_char, e.text, e.drug_name, e.drug_mesh_id, e.drug_drugbank_id,
+       e.strength, e.dosage, e.route_or_mode, e.frequency, e.duration, e.form, e.rate,
+       e.section, e.historical, e.confidence, e.model_version, e.dt
+FROM entities e
+JOIN latest l
+  ON l.note_id = e.note_id AND l.model_version = e.model_version
+ AND l.inference_time = e.inference_time AND l.rn = 1
+WHERE NOT e.negated
+  AND (e.drug_name IS NOT NULL
+       OR COALESCE(e.strength, e.dosage, e.route_or_mode, e.frequency, e.duration, e.form,
+                   e.rate) IS NOT NULL)
+ORDER BY e.note_id, e.start_char, e.end_char
+"""
+        ).strip(),
     ),
     NamedQuery(
         "quarantine_reasons_by_day",

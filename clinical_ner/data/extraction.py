@@ -480,6 +480,7 @@ class ExtractionJob:
                     "end_char": e.end,
                     "confidence": float(e.confidence),
                     "negated": bool(e.negated),
+                    **e.details.row(),
                     "model_version": self.model.version,
                     "inference_time": self.now,
                     "source": note.source,

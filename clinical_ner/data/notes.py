@@ -439,7 +439,8 @@ class NoteView:
         """`entities` (found on `text`) with start/end indexing `original` and text sliced from it.
 
         Each entity is a dataclass or a NamedTuple with ``start``, ``end``, ``label``, ``text``
-        and ``confidence``. Two entities that land on the same original span and label (their
+        and ``confidence``, and optionally ``details`` (`EntityDetails`, whose offsets move
+        too). Two entities that land on the same original span and label (their
         boundaries fell inside one rewritten run) are reported once, the more confident.
         """
         if self.offsets.is_identity:
@@ -448,7 +449,10 @@ class NoteView:
         for entity in entities:
             e: Any = entity
             start, end = self.offsets.original_span(e.start, e.end)
-            fields = {"start": start, "end": end, "text": self.original[start:end]}
+            fields: dict[str, Any] = {"start": start, "end": end, "text": self.original[start:end]}
+            details = getattr(e, "details", None)
+            if details is not None:  # trait triggers and medication attributes move too
+                fields["details"] = details.on_original(self.offsets.original_span, self.original)
             moved = (
                 dataclasses.replace(e, **fields)
                 if dataclasses.is_dataclass(e)

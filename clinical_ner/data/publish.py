@@ -6,7 +6,8 @@ The extraction state machine (AWS) and the local runner do the same three things
    serving container's ``/invocations`` accepts (``{"note_id", "text"}`` per line).
 2. SageMaker Batch Transform (or the local ``serve`` process) answers one JSON object per line:
    ``note_id``, ``model_version``, ``note_sha256`` and ``entities`` (start/end/label/text/
-   confidence/negated), see `clinical_ner.runtime.serve`.
+   confidence/negated and the structured details: section, traits, ICD-10-CM codes, drug,
+   medication attributes), see `clinical_ner.runtime.serve`.
 3. `publish_transform_output` joins the answers with the curated notes and writes the
    ``entities`` and ``notes`` tables with the *same writers and checks* as local extraction
    (`clinical_ner.data.extraction`): an answer whose offsets do not slice its own text, an unknown
@@ -31,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from clinical_ner.data.extraction import (
 )
 from clinical_ner.data.notes import Note, content_sha256
 from clinical_ner.data.schemas import PARTITION_COLUMN, TABLES
+from clinical_ner.model.enrichment import EnrichmentFormatError, EntityDetails
 
 PUBLISHED_TABLES = ("entities", "notes")
 # Lake prefix (under the lake root) of Batch Transform inputs/outputs, one folder per run.
@@ -65,6 +67,7 @@ class AnsweredEntity:
     text: str
     confidence: float
     negated: bool = False
+    details: EntityDetails = field(default_factory=EntityDetails)
 
 
 class TransformOutputError(ModelContractError):
@@ -180,20 +183,23 @@ def _entities(note: Note, answer: Mapping[str, object]) -> list[AnsweredEntity]:
     result = []
     for i, e in enumerate(answer["entities"]):  # type: ignore[union-attr]
         try:
-            result.append(
-                AnsweredEntity(
-                    start=int(e["start"]),
-                    end=int(e["end"]),
-                    label=str(e["label"]),
-                    text=str(e["text"]),
-                    confidence=float(e["confidence"]),
-                    negated=bool(e.get("negated", False)),
-                )
-            )
+            start, end, label = int(e["start"]), int(e["end"]), str(e["label"])
+            text, confidence = str(e["text"]), float(e["confidence"])
         except (KeyError, TypeError, ValueError):
             raise TransformOutputError(
                 f"note_id={note.note_id!r}: entity {i} lacks start/end/label/text/confidence"
             ) from None
+        try:
+            details = EntityDetails.from_json(e, note.text, f"note_id={note.note_id!r} entity {i}")
+        except EnrichmentFormatError as exc:
+            raise TransformOutputError(str(exc)) from None
+        negated = bool(e.get("negated", False))
+        # An answer of a model served before traits existed has `negated` and no `traits`.
+        if "traits" in e and negated != details.has("negated"):
+            raise TransformOutputError(
+                f"note_id={note.note_id!r}: entity {i}: negated disagrees with its traits"
+            )
+        result.append(AnsweredEntity(start, end, label, text, confidence, negated, details))
     return result
 
 

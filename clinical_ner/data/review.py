@@ -24,6 +24,7 @@ from itertools import pairwise
 from typing import Any
 
 from clinical_ner.data.schemas import REVIEW_SCHEMA, file_schema, make_entity_id
+from clinical_ner.model.enrichment import EntityDetails
 
 MAX_DECISIONS = 5000
 # The folder name of the validated evaluation set (LAKE.validated_eval = raw/validated_eval/);
@@ -63,9 +64,11 @@ class ReviewEntity:
     label: str
     confidence: float
     negated: bool = False
+    # `EntityDetails.review_summary()`: section, trait names, top code, drug, attribute offsets.
+    details: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "entity_id": self.entity_id,
             "start": self.start,
             "end": self.end,
@@ -73,6 +76,9 @@ class ReviewEntity:
             "confidence": round(float(self.confidence), 6),
             "negated": self.negated,
         }
+        if self.details is not None:
+            out["details"] = dict(self.details)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ReviewEntity:
@@ -83,6 +89,7 @@ class ReviewEntity:
             str(raw["label"]),
             float(raw["confidence"]),
             bool(raw.get("negated", False)),
+            raw.get("details") if isinstance(raw.get("details"), dict) else None,
         )
 
 
@@ -166,6 +173,7 @@ def queue_notes_from_rows(
                 r["label"],
                 float(r["confidence"]),
                 bool(r["negated"]),
+                EntityDetails.from_row(r).review_summary() if "section" in r else None,
             )
         )
     out = []

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from clinical_ner.model.medication import ATTRIBUTE_TYPES
+
 PARTITION_COLUMN = "dt"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 ENTITY_ID_HEX_CHARS = 16
@@ -72,6 +74,31 @@ _INFERENCE_TIME = Column(
     "When the extraction run started (UTC, microseconds); one value per run.",
 )
 
+_TRAIT_TRIGGER = pa.struct(
+    [
+        pa.field("trait", pa.string()),
+        pa.field("trigger", pa.string()),
+        pa.field("start_char", pa.int32()),
+        pa.field("end_char", pa.int32()),
+        pa.field("source", pa.string()),
+    ]
+)
+_CODE_CANDIDATE = pa.struct(
+    [
+        pa.field("code", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("score", pa.float32()),
+    ]
+)
+_ATTRIBUTE = pa.struct(
+    [
+        pa.field("type", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("start_char", pa.int32()),
+        pa.field("end_char", pa.int32()),
+    ]
+)
+
 ENTITY_COLUMNS: tuple[Column, ...] = (
     Column("note_id", pa.string(), False, "Identifier of the note the entity was found in."),
     Column(
@@ -113,6 +140,99 @@ ENTITY_COLUMNS: tuple[Column, ...] = (
         pa.bool_(),
         False,
         "True when the mention is negated in its clause (NegEx rules), e.g. 'no evidence of X'.",
+    ),
+    Column(
+        "historical",
+        pa.bool_(),
+        False,
+        "True when the mention is in the patient's past ('history of', 'status post', a past "
+        "medical/surgical history section).",
+    ),
+    Column(
+        "hypothetical",
+        pa.bool_(),
+        False,
+        "True when the mention is conditional or a possibility ('if', 'return if', 'risks of').",
+    ),
+    Column(
+        "family",
+        pa.bool_(),
+        False,
+        "True when the mention is about someone else, e.g. a relative ('mother had', family "
+        "history section).",
+    ),
+    Column(
+        "uncertain",
+        pa.bool_(),
+        False,
+        "True when the writer is not sure ('possible', 'rule out', 'suspicious for').",
+    ),
+    Column(
+        "trait_triggers",
+        pa.list_(_TRAIT_TRIGGER),
+        False,
+        "Why each true trait is true: trait name, the trigger words (or section header) as in "
+        "the note, their offsets, and source (rule or section). PHI (note words).",
+    ),
+    Column(
+        "section",
+        pa.string(),
+        True,
+        "Canonical section of the note the mention is in (e.g. past_medical_history, "
+        "family_history, medications); null before the first section header.",
+    ),
+    Column(
+        "icd10cm_code",
+        pa.string(),
+        True,
+        "Top ICD-10-CM candidate (DISEASE and SYMPTOM mentions), e.g. I25.10; null otherwise.",
+    ),
+    Column("icd10cm_description", pa.string(), True, "Tabular-list description of the top code."),
+    Column(
+        "icd10cm_score",
+        pa.float32(),
+        True,
+        "Linker similarity of the top code in [0, 1] (not a probability).",
+    ),
+    Column(
+        "icd10cm_chapter",
+        pa.string(),
+        True,
+        "ICD-10-CM chapter of the top code, e.g. 'IX Diseases of the circulatory system "
+        "(I00-I99)'.",
+    ),
+    Column(
+        "icd10cm_candidates",
+        pa.list_(_CODE_CANDIDATE),
+        False,
+        "Up to 5 ranked ICD-10-CM candidates (code, description, score), best first; empty for "
+        "mentions that are not coded.",
+    ),
+    Column(
+        "drug_name",
+        pa.string(),
+        True,
+        "Normalised drug name of a TREATMENT mention that names a drug (brand -> generic); null "
+        "otherwise.",
+    ),
+    Column("drug_mesh_id", pa.string(), True, "MeSH identifier of the drug, when known."),
+    Column("drug_drugbank_id", pa.string(), True, "DrugBank identifier of the drug, when known."),
+    Column(
+        "attributes",
+        pa.list_(_ATTRIBUTE),
+        False,
+        "Medication attributes linked to a TREATMENT mention (type as Comprehend Medical: "
+        "DOSAGE, STRENGTH, ROUTE_OR_MODE, FREQUENCY, DURATION, FORM, RATE), with text and "
+        "offsets into the note. PHI (note words).",
+    ),
+    *(
+        Column(
+            kind.lower(),
+            pa.string(),
+            True,
+            f"The {kind} attribute text(s) of the mention, '; '-joined; null when none.",
+        )
+        for kind in ATTRIBUTE_TYPES
     ),
     _MODEL_VERSION,
     _INFERENCE_TIME,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from spacy.tokens import Doc
 import clinical_ner.model.dictionaries
 import clinical_ner.model.spacy_tokenizer  # noqa: F401 - registers the models' tokenizer
 from clinical_ner.model.contracts import MODEL_CARD_FILE, read_model_card_file
-from clinical_ner.model.traits import NegationScanner
+from clinical_ner.model.enrichment import Enricher, EntityDetails, load_enricher
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,12 @@ class PredictedEntity:
     text: str
     confidence: float
     raw_score: float = 0.0  # uncalibrated product of action probabilities
-    negated: bool = False  # NEGATION trait (clinical_ner.model.traits)
+    # Section, context traits, ICD-10-CM codes, drug concept, medication attributes.
+    details: EntityDetails = field(default_factory=EntityDetails)
+
+    @property
+    def negated(self) -> bool:
+        return self.details.has("negated")
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,20 @@ class NerModel:
         nlp: Language,
         version: str,
         calibrator: Calibrator | None = None,
+        enricher: Enricher | None = None,
     ) -> None:
         self.nlp = nlp
         self.version = version
         self.calibrator = calibrator or Calibrator()
+        # None: entities come without details (evaluation, calibration and tests of the NER).
+        self.enricher = enricher
         self._action_index: dict[str, int] = {}
         self._masks = self._action_masks()
         self.labels: tuple[str, ...] = tuple(sorted(nlp.get_pipe("ner").labels))
 
     @classmethod
-    def load(cls, path: Path | str) -> NerModel:
+    def load(cls, path: Path | str, *, enrich: bool = True) -> NerModel:
+        """The model in `path`; `enrich=False` skips the vocabularies (NER only)."""
         path = Path(path)
         if not (path / "config.cfg").is_file():
             raise FileNotFoundError(f"{path} is not a model directory (no config.cfg)")
@@ -102,7 +111,7 @@ class NerModel:
             Calibrator(tuple(calibration["x"]), tuple(calibration["y"])) if calibration else None
         )
         version = card.get("model_version") or f"{nlp.meta['name']}-{nlp.meta['version']}"
-        return cls(nlp, version, calibrator)
+        return cls(nlp, version, calibrator, load_enricher(path) if enrich else None)
 
     def _parse_with_scores(self, docs: list[Doc]) -> np.ndarray:
         """Greedy-parse `docs` in place; return scores shaped (docs, max tokens, actions).
@@ -187,25 +196,24 @@ class NerModel:
     def _entities(self, doc: Doc, scores: np.ndarray) -> list[PredictedEntity]:
         """The entities of one parsed doc, in time linear in its length plus its entities.
 
-        `doc.text` is rebuilt from the tokens on every access, and the negation rules look
+        `doc.text` is rebuilt from the tokens on every access, and the context rules look
         around each entity: both are done once per doc here, not once per entity.
         """
         ents = doc.ents
         if not ents:
             return []
         text = doc.text
-        negation = NegationScanner(text)
+        spans = [(ent.start_char, ent.end_char, ent.label_) for ent in ents]
+        details = (
+            self.enricher.details(text, spans)
+            if self.enricher is not None
+            else [EntityDetails()] * len(spans)
+        )
         return [
-            PredictedEntity(
-                ent.start_char,
-                ent.end_char,
-                ent.label_,
-                text[ent.start_char : ent.end_char],
-                self.calibrator(raw),
-                raw,
-                negation.is_negated(ent.start_char, ent.end_char),
+            PredictedEntity(start, end, label, text[start:end], self.calibrator(raw), raw, detail)
+            for (start, end, label), raw, detail in zip(
+                spans, self._entity_scores(doc, scores), details, strict=True
             )
-            for ent, raw in zip(ents, self._entity_scores(doc, scores), strict=True)
         ]
 
     def predict(

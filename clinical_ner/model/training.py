@@ -58,6 +58,7 @@ from clinical_ner.model.contracts import (
     write_model_card,
 )
 from clinical_ner.model.corpus import AnnotatedDoc
+from clinical_ner.model.enrichment import ENRICHMENT_DIR, save_enrichment
 from clinical_ner.model.evaluation import expected_calibration_error, reliability_table
 from clinical_ner.model.inference import MODEL_CARD_FILE, Calibrator, NerModel
 from clinical_ner.model.scoring import evaluate_docs
@@ -68,7 +69,16 @@ DEFAULT_DEV_FRACTION = 0.1
 MODEL_VERSION_PREFIX = "clinical-ner-"
 # Top-level entries of a model directory besides its pipeline components' directories.
 _MODEL_DIR_FILES = frozenset(
-    {"config.cfg", "meta.json", "tokenizer", "vocab", MODEL_CARD_FILE, METRICS_FILE, BASELINE_FILE}
+    {
+        "config.cfg",
+        "meta.json",
+        "tokenizer",
+        "vocab",
+        ENRICHMENT_DIR,
+        MODEL_CARD_FILE,
+        METRICS_FILE,
+        BASELINE_FILE,
+    }
 )
 # Run-specific values of the effective config that do not change the weights.
 _VERSION_NEUTRAL_PATHS = {"train": "<train docs>", "dev": "<dev docs>"}
@@ -406,7 +416,10 @@ def train_model(
         nlp.meta["description"] = f"Clinical NER model {version}"
         strip_training_strings(nlp)
         nlp.to_disk(staged)
-        model = NerModel.load(staged)  # the model as saved: what every runtime will load
+        save_enrichment(staged)  # the codes, drugs and trait rules' vocabularies travel with it
+        # The model as saved (what every runtime loads); calibration and scoring read spans
+        # and labels only, so the per-entity details are not computed here.
+        model = NerModel.load(staged, enrich=False)
         model.version = version
         metrics = _finish_model_dir(
             staged,

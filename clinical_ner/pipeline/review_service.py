@@ -35,6 +35,7 @@ from clinical_ner.data.review import (
     review_rows,
 )
 from clinical_ner.data.schemas import PARTITION_COLUMN, make_entity_id
+from clinical_ner.model.enrichment import EntityDetails
 from clinical_ner.pipeline.review_queue import ALL_VERSIONS, QueueError, ReviewQueue
 from clinical_ner.pipeline.review_store import NoteTexts, ObjectStore, parquet_bytes
 from clinical_ner.pipeline.review_store import read_review_rows as _read_rows
@@ -77,6 +78,11 @@ def queue_notes_from_answers(
                         str(e["label"]),
                         float(e["confidence"]),
                         bool(e.get("negated", False)),
+                        EntityDetails.from_json(
+                            e, note.text, f"note_id={note.note_id!r}"
+                        ).review_summary()
+                        if "traits" in e
+                        else None,
                     )
                     for e in answer["entities"]  # type: ignore[union-attr]
                 ),

@@ -370,7 +370,7 @@ def _load_production_model(model_dir: Path) -> NerModel:
     if not isinstance(version, str) or not version.strip():
         raise TrainJobError(f"production model's {MODEL_CARD_FILE} has no model_version")
     try:
-        model = NerModel.load(model_dir)
+        model = NerModel.load(model_dir, enrich=False)  # evaluated on spans and labels only
     except Exception as exc:  # spaCy raises many types; their messages are not needed
         raise TrainJobError(
             f"production model could not be loaded as a spaCy NER model ({type(exc).__name__})"
@@ -498,7 +498,7 @@ def run(root: Path) -> dict[str, object]:
             batch_size=hp.batch_size,
             log=lambda line: log.info("%s", line),
         )
-        model = NerModel.load(staged)
+        model = NerModel.load(staged, enrich=False)  # evaluated on spans and labels only
         if test is not None:
             test_docs, test_report, test_files = test
             test_scores = evaluate_docs(model, test_docs, batch_size=hp.batch_size)

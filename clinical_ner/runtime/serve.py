@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from clinical_ner.data.notes import (
     DEFAULT_MAX_CHARS,
@@ -60,6 +60,9 @@ from clinical_ner.data.notes import (
     checked_note_view,
     content_sha256,
 )
+
+if TYPE_CHECKING:
+    from clinical_ner.model.enrichment import EntityDetails
 
 DEFAULT_ROOT = "/opt/ml"
 ROOT_ENV = "SM_ROOT"
@@ -188,7 +191,7 @@ def _worker_main(model_dir: str, conn: Connection) -> None:
             reply: tuple[str, object] = (
                 "ok",
                 [
-                    [(e.start, e.end, e.label, e.text, e.confidence, e.negated) for e in entities]
+                    [(e.start, e.end, e.label, e.text, e.confidence, e.details) for e in entities]
                     for entities in model.predict(texts, batch_size=batch_size)
                 ],
             )
@@ -205,7 +208,11 @@ class ServedEntity(NamedTuple):
     label: str
     text: str
     confidence: float
-    negated: bool
+    details: EntityDetails  # frozen dataclasses of plain values: unpickling imports no spaCy
+
+    @property
+    def negated(self) -> bool:
+        return self.details.has("negated")
 
 
 @dataclass(eq=False)  # hashed by identity: the pool keeps a set of them
@@ -725,6 +732,7 @@ class InferenceApp:
                     "text": e.text,
                     "confidence": round(float(e.confidence), 6),
                     "negated": bool(e.negated),
+                    **e.details.to_json(),
                 }
                 for e in entities
             ],

@@ -6,6 +6,7 @@ import json
 
 from clinical_ner.data.analytics import QUERIES, REVIEW_QUERIES
 from clinical_ner.data.schemas import ENTITY_SCHEMA, NOTE_SCHEMA
+from stacks.glue_tables import glue_type
 
 
 def _tables(synth):
@@ -24,6 +25,8 @@ def test_entities_and_notes_tables_follow_the_schemas_with_projection(synth):
         ti = props["TableInput"]
         cols = [c["Name"] for c in ti["StorageDescriptor"]["Columns"]]
         assert cols == [f.name for f in schema if f.name != "dt"]
+        types = {c["Name"]: c["Type"] for c in ti["StorageDescriptor"]["Columns"]}
+        assert types == {f.name: glue_type(f.type) for f in schema if f.name != "dt"}
         assert [k["Name"] for k in ti["PartitionKeys"]] == ["dt"]
         params = ti["Parameters"]
         assert params["projection.enabled"] == "true"
@@ -59,3 +62,23 @@ def test_named_queries_are_the_core_sql_in_the_workgroup_and_database(synth):
         assert props["QueryString"] == q.sql
         assert props["Database"] == synth.stacks.data_prep.database_name
         assert props["WorkGroup"] == {"Ref": "WorkGroup"}
+
+
+def test_structured_columns_are_hive_arrays_of_structs_athena_can_unnest(synth):
+    columns = {
+        c["Name"]: c["Type"]
+        for c in _tables(synth)["entities"]["TableInput"]["StorageDescriptor"]["Columns"]
+    }
+    assert columns["icd10cm_candidates"] == (
+        "array<struct<code:string,description:string,score:float>>"
+    )
+    assert columns["attributes"] == (
+        "array<struct<type:string,text:string,start_char:int,end_char:int>>"
+    )
+    assert columns["trait_triggers"] == (
+        "array<struct<trait:string,trigger:string,start_char:int,end_char:int,source:string>>"
+    )
+    for flag in ("negated", "historical", "hypothetical", "family", "uncertain"):
+        assert columns[flag] == "boolean"
+    for flat in ("section", "icd10cm_code", "icd10cm_chapter", "drug_name", "strength", "dosage"):
+        assert columns[flat] == "string"

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from clinical_ner.model.context import TraitEvidence
 from clinical_ner.model.drift import (
     CONFIDENCE_EDGES,
     DENSITY_FLOOR,
@@ -20,6 +21,7 @@ from clinical_ner.model.drift import (
     save_profile,
     word_tokens,
 )
+from clinical_ner.model.enrichment import EntityDetails
 from clinical_ner.model.inference import PredictedEntity
 
 
@@ -141,7 +143,17 @@ def test_vocabulary_needs_k_distinct_notes_and_is_bounded():
 def test_profile_contents_are_exact_for_a_constructed_window():
     texts = ["no asthma.", "aspirin for asthma.", "ok"]
     preds = [
-        [PredictedEntity(3, 9, "DISEASE", "asthma", 0.85, 0.9, True)],
+        [
+            PredictedEntity(
+                3,
+                9,
+                "DISEASE",
+                "asthma",
+                0.85,
+                0.9,
+                EntityDetails(traits=(TraitEvidence("negated", "no", 0, 2, "rule"),)),
+            )
+        ],
         [ent("TREATMENT", 0.55), ent("DISEASE", 0.95)],
         [],
     ]

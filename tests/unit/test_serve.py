@@ -103,11 +103,29 @@ def check_entities(result: dict, text: str) -> None:
             "text",
             "confidence",
             "negated",
+            "section",
+            "traits",
+            "icd10cm",
+            "icd10cm_chapter",
+            "drug",
+            "attributes",
         }
         assert text[entity["start"] : entity["end"]] == entity["text"]
         assert entity["label"] in {"DISEASE", "TREATMENT"}
         assert 0.0 <= entity["confidence"] <= 1.0
         assert isinstance(entity["negated"], bool)
+        # The structured details: every offset slices the text as sent, like the entity's.
+        assert entity["negated"] == any(t["name"] == "negated" for t in entity["traits"])
+        for trait in entity["traits"]:
+            assert text[trait["start"] : trait["end"]] == trait["trigger"]
+        for attribute in entity["attributes"]:
+            assert text[attribute["start"] : attribute["end"]] == attribute["text"]
+        if entity["label"] == "DISEASE":
+            assert entity["icd10cm"], "every DISEASE mention gets ranked ICD-10-CM candidates"
+            scores = [c["score"] for c in entity["icd10cm"]]
+            assert scores == sorted(scores, reverse=True)
+        else:
+            assert entity["icd10cm"] == [] and entity["icd10cm_chapter"] is None
 
 
 # --------------------------------------------------------------------------- good payloads
@@ -128,9 +146,14 @@ def test_single_json_note(server):
     assert "text" not in result  # offsets index the text sent: it is never echoed back
     check_entities(result, NOTE)
     assert result["entities"], "the tiny model finds something in a training-like note"
-    negated = {e["text"]: e["negated"] for e in result["entities"]}
-    if "pneumonia" in negated:
-        assert negated["pneumonia"] is True
+    by_text = {e["text"]: e for e in result["entities"]}
+    if "pneumonia" in by_text:
+        assert by_text["pneumonia"]["negated"] is True
+        assert by_text["pneumonia"]["icd10cm"][0]["code"] == "J18.9"
+    if "asthma" in by_text:
+        assert [t["name"] for t in by_text["asthma"]["traits"]] == ["historical"]
+    if "albuterol" in by_text:
+        assert by_text["albuterol"]["drug"]["name"].lower() == "albuterol"
 
 
 def test_list_and_instances_keep_order(server):

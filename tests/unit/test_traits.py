@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinical_ner.model.traits import NEGATION, entity_traits, is_negated
+from clinical_ner.model.traits import NEGATION, NegationScanner, entity_traits, is_negated
 
 
 def _span(text: str, mention: str) -> tuple[int, int]:
@@ -34,3 +34,75 @@ def test_negation_rules(text: str, mention: str, negated: bool) -> None:
     start, end = _span(text, mention)
     assert is_negated(text, start, end) is negated
     assert entity_traits(text, start, end) == ((NEGATION,) if negated else ())
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "negated"),
+    [
+        # Added triggers, pseudo-triggers and terminators (each answered the other way before).
+        ("Cyanosis not observed.", "Cyanosis", True),
+        ("Fungal changes are not observed.", "Fungal changes", True),
+        ("A mass is not palpable.", "mass", True),
+        ("She has noticed no worsening in her weakness.", "weakness", False),
+        ("Risks including but not limited to bleeding.", "bleeding", False),
+        ("Call if symptoms do not improve or fever.", "fever", False),
+        ("It is not clear whether he took his lisinopril.", "lisinopril", False),
+        ("The biopsy was not successful because of seizure activity.", "seizure activity", False),
+    ],
+)
+def test_added_negation_phrases(text: str, mention: str, negated: bool) -> None:
+    start, end = _span(text, mention)
+    assert is_negated(text, start, end) is negated
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "trigger"),
+    [
+        (
+            "She has not had leg swelling, cough, shortness of breath, palpitations, or chest "
+            "pain.",
+            "chest pain",
+            "not",
+        ),
+        (
+            "Denies fever, chills, night sweats, weight loss, nausea, or diarrhea.",
+            "diarrhea",
+            "Denies",
+        ),
+        ("No limitation in any of his joints or active swelling today.", "swelling", "No"),
+        # Not a list: one long phrase, a new statement, a terminator, a clause end.
+        ("No pain when she walks up the stairs to her room with a cane.", "cane", None),
+        (
+            "No fever, chills, and she was admitted with a severe pneumonia of the lung.",
+            "pneumonia",
+            None,
+        ),
+        (
+            "No fever, chills, night sweats, but weight loss and severe abdominal pain.",
+            "abdominal pain",
+            None,
+        ),
+        (
+            "No fever, chills, or sweats. Nausea, vomiting, and abdominal pain.",
+            "abdominal pain",
+            None,
+        ),
+    ],
+)
+def test_comma_list_negation(text: str, mention: str, trigger: str | None) -> None:
+    # GUIDELINE.md section 2: a comma list after a cue is negated up to the end of the clause.
+    start, end = _span(text, mention)
+    scanner = NegationScanner(text)
+    assert scanner.negation_trigger(start, end) is None  # beyond NegEx's SCOPE_WORDS
+    found = scanner.list_negation_trigger(start, end)
+    assert (text[found[0] : found[1]] if found else None) == trigger
+
+
+def test_shortcut_keeps_case_folded_and_cut_triggers() -> None:
+    # The scanner skips windows without a pre-trigger word; IGNORECASE also matches "absence"
+    # spelled with a long s, and an entity starting inside "noted" leaves the prefix "no".
+    text = "Ab\u017fence of fever."
+    start, end = _span(text, "fever")
+    assert is_negated(text, start, end) is True
+    text = "noted fever today"
+    assert NegationScanner(text).is_negated(2, 11) is True

@@ -20,6 +20,7 @@ def transform_answer_lines(model: NerModel, notes: list[Note]) -> list[str]:
                 "text": e.text,
                 "confidence": e.confidence,
                 "negated": e.negated,
+                **e.details.to_json(),
             }
             for e in ents
         ]

@@ -146,15 +146,33 @@ function render() {
     const words = text.slice(Offsets.toUtf16(state.map, it.start), Offsets.toUtf16(state.map, it.end));
     const conf = it.model ? `confidence ${it.model.confidence.toFixed(2)}` : "added by you";
     const neg = it.model && it.model.negated ? ' <span class="neg">negated</span>' : "";
-    li.innerHTML = `<b></b> <span class="words"></span> - ${conf}${neg} - <span class="state"></span>`;
+    li.innerHTML = `<b></b> <span class="words"></span> - ${conf}${neg} - <span class="state"></span>` +
+      '<div class="details"></div>';
     li.querySelector("b").textContent = it.label;
     li.querySelector(".words").textContent = `"${words}"`;
+    li.querySelector(".details").textContent = detailsLine(it.model && it.model.details, text);
     li.querySelector(".state").textContent = it.decision ? it.decision.replace("_", " ") : "to decide";
     li.addEventListener("click", () => { state.current = i; render(); });
     list.appendChild(li);
   });
   const left = state.items.filter((it) => it.model && !it.decision).length;
   $("submit").textContent = left ? `Submit note (S) - ${left} to decide` : "Submit note (S)";
+}
+
+// The model's structured fields of an entity (section, traits, top ICD-10-CM code, drug and
+// medication attributes), as one line; attribute words are sliced from the note by offsets.
+function detailsLine(details, text) {
+  if (!details) return "";
+  const parts = [];
+  if (details.section) parts.push(details.section.replace(/_/g, " "));
+  (details.traits || []).forEach((t) => { if (t !== "negated") parts.push(t); });
+  if (details.code) parts.push(`${details.code} ${details.code_description || ""}`.trim());
+  if (details.drug) parts.push(`drug: ${details.drug}`);
+  (details.attributes || []).forEach((a) => {
+    const words = text.slice(Offsets.toUtf16(state.map, a.start), Offsets.toUtf16(state.map, a.end));
+    parts.push(`${a.type.toLowerCase().replace(/_/g, " ")}: ${words}`);
+  });
+  return parts.join(" · ");
 }
 
 function selectionUtf16() {
