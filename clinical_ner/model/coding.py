@@ -33,14 +33,17 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from clinical_ner.model.code_candidates import CodeCandidate
+from clinical_ner.model.code_candidates import CodeCandidate, VocabularyFormatError
 
 FORMAT_VERSION = 2
 _META_FILE = "icd10cm_linker.json.gz"
 _INDEX_FILE = "icd10cm_linker.npz"
 
-# Chapters whose codes never name a disease or symptom (see module docstring).
+# Chapters whose codes never name a disease or symptom (see module docstring), except the
+# allergy status categories of chapter 21, which is how ICD-10-CM codes "latex allergy" or
+# "penicillin allergy" written as a diagnosis.
 _EXCLUDED_CHAPTERS = frozenset({"20", "21"})
+_KEPT_CATEGORIES = ("Z88", "Z91.0")
 
 # An n-gram in more than this fraction of the index terms ("ion", "on ", " un") carries almost
 # no weight in TF-IDF but dominates the cost of the sparse product; dropping it keeps the
@@ -90,6 +93,30 @@ _WITHOUT_WEIGHT = 0.97
 # An alphabetic-index default indexed as a term: below the tabular list's own texts, so a
 # mention that names a site ("brain tumor") prefers the site's code to the generic default.
 _DEFAULT_TERM_WEIGHT = 0.8
+
+# Words a clinician adds to a finding that name no concept of their own ("arthritic changes",
+# "bleeding tendency", "repeated pneumonias"): rare in ICD-10-CM texts, so at full weight they
+# would pull the mention to the few codes that happen to contain them ("Feeding difficulties").
+# Matched after normalising (singular); their n-grams count this much in the query.
+_WEAK_WORDS = frozenset(
+    {
+        "change",
+        "difficulty",
+        "tendency",
+        "problem",
+        "issue",
+        "process",
+        "finding",
+        "repeated",
+        "several",
+        "significant",
+    }
+)
+_WEAK_WORD_WEIGHT = 0.1
+
+# Where the default of a mention's main term goes when the mention only contains it (0-based):
+# inside the top 5, below the text matches and the best hit's unspecified siblings.
+_MAIN_TERM_POSITION = 4
 
 _CACHE_LIMIT = 200_000
 
@@ -187,6 +214,7 @@ ABBREVIATIONS: dict[str, str] = {
     "LBBB": "left bundle branch block",
     "LBP": "low back pain",
     "LRTI": "lower respiratory infection",
+    "LV": "left ventricular",
     "LVH": "left ventricular hypertrophy",
     "MDD": "major depressive disorder",
     "MDS": "myelodysplastic syndrome",
@@ -314,6 +342,7 @@ PHRASE_SYNONYMS: dict[str, str] = {
     "mets": "secondary malignant neoplasm",
     # Lung and breast morphologies (index: carcinoma, small cell / duct, unspecified site).
     "non small cell": "lung",
+    "nonsmall cell": "lung",  # "non-small cell": a hyphen between letters joins the words
     "small cell carcinoma": "lung carcinoma malignant neoplasm",
     "ductal carcinoma": "ductal carcinoma malignant neoplasm breast",
     "lobular carcinoma": "lobular carcinoma malignant neoplasm breast",
@@ -351,6 +380,20 @@ PHRASE_SYNONYMS: dict[str, str] = {
     "enlarged heart": "cardiomegaly",
     "enlarged prostate": "benign prostatic hyperplasia",
     "water on the knee": "effusion knee",
+    "hives": "urticaria",
+    "bump": "lump",
+    "low back": "low back lumbar",  # ICD-10-CM: "lumbar region" besides "low back pain"
+    # Index "see" references of main terms: Narrowing -> Stenosis / Stricture (by site).
+    "narrowing": "stenosis stricture",
+    # Sarcomas of no stated site (index: Sarcoma -> Neoplasm, connective tissue, malignant).
+    "sarcoma": "sarcoma malignant neoplasm connective soft tissue",
+    "leiomyosarcoma": "leiomyosarcoma malignant neoplasm connective soft tissue",
+    "liposarcoma": "liposarcoma malignant neoplasm connective soft tissue",
+    "rhabdomyosarcoma": "rhabdomyosarcoma malignant neoplasm connective soft tissue",
+    "fibrosarcoma": "fibrosarcoma malignant neoplasm connective soft tissue",
+    "kaposi sarcoma": "kaposi sarcoma",
+    "chondrosarcoma": "chondrosarcoma malignant neoplasm bone",
+    "ewing sarcoma": "malignant neoplasm bone",
 }
 
 # Default codes of generic mentions that the tabular list names only in the alphabetic index
@@ -433,6 +476,16 @@ INDEX_DEFAULTS: dict[str, str] = {
     "dehydration": "E86.0",
     "renal insufficiency": "N28.9",
     "chronic renal insufficiency": "N18.9",
+    "ulcer": "L98.499",
+    "sore": "L98.9",
+    "stone": "N20.9",
+    "calculus": "N20.9",
+    "sarcoma": "C49.9",
+    "thrombus": "I82.90",
+    "thrombosis": "I82.90",
+    "numbness": "R20.0",
+    "spasm": "R25.2",
+    "ischemia": "I99.8",
 }
 
 # Further alphabetic-index entries ("Fever, valley -> B38.9"). They, and INDEX_DEFAULTS, are
@@ -449,6 +502,23 @@ INDEX_TERMS: dict[str, str] = {
     "nasal obstruction": "J34.89",
     "soft tissue mass": "R22.9",
     "hyponatremia": "E87.1",
+    "lung mass": "R91.8",
+    "pulmonary mass": "R91.8",
+    "mediastinal mass": "J98.59",
+    "abdominal mass": "R19.00",
+    "pelvic mass": "R19.00",
+    "neck mass": "R22.1",
+    "chest wall mass": "R22.2",
+    "kidney mass": "N28.89",
+    "bleeding disorder": "D68.9",
+    "bleeding tendency": "D68.9",
+    "coagulopathy": "D68.9",
+    "hypercoagulable state": "D68.59",
+    "diastolic dysfunction": "I51.89",
+    "atrial enlargement": "I51.7",
+    "cardiac enlargement": "I51.7",
+    "poison ivy": "L23.7",
+    "poison oak": "L23.7",
 }
 
 # Function words that carry no meaning for matching (word order is ignored anyway).
@@ -470,6 +540,9 @@ _WORD_EQUIVALENTS: dict[str, str] = {
     "embolus": "embolism",
     "fractured": "fracture",
     "infarct": "infarction",
+    "arthritic": "arthritis",
+    "dilated": "dilatation",
+    "dilation": "dilatation",
     # Organ adjectives -> the noun ICD-10-CM uses for the site ("ovarian cancer" is
     # "malignant neoplasm of ovary"); applied to both sides, so "ovarian cyst" still matches.
     "ovarian": "ovary",
@@ -606,11 +679,16 @@ def normalise_mention(text: str) -> str:
 
 
 def _phrase_table() -> dict[str, str]:
-    table = {}
+    table: dict[str, str] = {}
+    reversed_table: dict[str, str] = {}
     for phrase, replacement in PHRASE_SYNONYMS.items():
-        source = " " + " ".join(_words(phrase)) + " "
-        table[source] = " " + " ".join(_words(replacement)) + " "
-    return table
+        words = _words(phrase)
+        target = " " + " ".join(_words(replacement)) + " "
+        table[" " + " ".join(words) + " "] = target
+        # A two-word phrase is also written the other way round ("cholesterol elevated").
+        if len(words) == 2:
+            reversed_table[f" {words[1]} {words[0]} "] = target
+    return {**reversed_table, **table}
 
 
 _PHRASE_MAP = _phrase_table()
@@ -722,6 +800,14 @@ class Icd10CmLinker:
         self._index_defaults = {
             normalise_mention(k): v for k, v in index_defaults.items() if v in self._code_index
         }
+        # The same defaults looked up as a mention's main term: by each key's first word.
+        self._main_terms: dict[str, list[tuple[frozenset[str], int]]] = {}
+        for key, code in sorted(self._index_defaults.items(), key=lambda kv: -len(kv[0])):
+            words = key.split()
+            if words:
+                self._main_terms.setdefault(words[0], []).append(
+                    (frozenset(words), self._code_index[code])
+                )
         df = np.bincount(term_ngrams.indices, minlength=len(ngrams)).astype(np.float32)
         n_terms = term_ngrams.shape[0]
         self._idf = (np.log((1.0 + n_terms) / (1.0 + df)) + 1.0).astype(np.float32)
@@ -823,7 +909,9 @@ class Icd10CmLinker:
             # A block holding a single category has the category's code (B20): keep it.
             if cm.is_chapter(code) or (cm.is_block(code) and not cm.is_category(code)):
                 continue
-            if chapter_of.get(code) in _EXCLUDED_CHAPTERS:
+            if chapter_of.get(code) in _EXCLUDED_CHAPTERS and not code.startswith(
+                _KEPT_CATEGORIES
+            ):
                 continue
             if cm.is_leaf(code) and seventh_extension(code):
                 continue  # its text is its parent's plus the encounter; the parent links here
@@ -943,7 +1031,9 @@ class Icd10CmLinker:
         with gzip.open(directory / _META_FILE, "rt", encoding="utf-8") as f:
             meta = json.load(f)
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"unsupported ICD-10-CM linker format {meta.get('format')!r}")
+            raise VocabularyFormatError(
+                f"unsupported ICD-10-CM linker format {meta.get('format')!r}"
+            )
         with np.load(directory / _INDEX_FILE, allow_pickle=False) as arrays:
             terms = meta["terms"]
             codes = meta["codes"]
@@ -1046,6 +1136,35 @@ class Icd10CmLinker:
             found.sort(key=lambda item: -item[1])  # stable: ties keep their order
             del found[_MAX_K:]
 
+    def _main_term(self, key: str) -> int | None:
+        """The index default of the longest main term the mention contains but is not."""
+        key = _core(key)
+        if key in self._index_defaults:
+            return None  # an exact main term is already first
+        words = set(key.split())
+        best: tuple[int, int] | None = None
+        for word in words:
+            for term, code in self._main_terms.get(word, ()):
+                if term <= words and (best is None or len(term) > best[0]):
+                    best = (len(term), code)
+                    break  # longest first
+        return None if best is None else best[1]
+
+    def _add_main_term(self, found: list[tuple[int, float]], key: str) -> None:
+        """Put the default of the mention's main term into its top k (in place), as a coder
+        falls back on the main term's default when no subterm fits ("repeated pneumonias")."""
+        code = self._main_term(key)
+        if code is None or any(c == code for c, _ in found[:_MAIN_TERM_POSITION + 1]):
+            return
+        for position, (c, _) in enumerate(found):
+            if c == code:
+                del found[position]
+                break
+        position = min(_MAIN_TERM_POSITION, len(found))
+        score = found[position - 1][1] if position else 1.0
+        found.insert(position, (code, score))
+        del found[_MAX_K:]
+
     @staticmethod
     def _remember(
         cache: dict[str, tuple[CodeCandidate, ...]], key: str, value: tuple[CodeCandidate, ...]
@@ -1064,11 +1183,13 @@ class Icd10CmLinker:
         vals: list[float] = []
         vocabulary = self._vocabulary
         for key in keys:
-            counts: dict[int, int] = {}
-            for gram in _ngrams(key):
-                col = vocabulary.get(gram)
-                if col is not None:
-                    counts[col] = counts.get(col, 0) + 1
+            counts: dict[int, float] = {}
+            for word in key.split():
+                weight = _WEAK_WORD_WEIGHT if word in _WEAK_WORDS else 1.0
+                for gram in _ngrams(word):
+                    col = vocabulary.get(gram)
+                    if col is not None:
+                        counts[col] = counts.get(col, 0.0) + weight
             cols.extend(counts)
             vals.extend(counts.values())
             indptr.append(len(cols))
@@ -1130,7 +1251,7 @@ class Icd10CmLinker:
 
         out: list[list[tuple[int, float]]] = [[] for _ in keys]
         for row, key in enumerate(keys):
-            default = self._index_defaults.get(key)
+            default = self._index_defaults.get(_core(key))
             if default is not None:
                 out[row].append((self._code_index[default], 1.0))
         for row, code, score in zip(
@@ -1142,9 +1263,10 @@ class Icd10CmLinker:
             found = out[row]
             if len(found) < _MAX_K and not (found and found[0][0] == code):
                 found.append((code, score))
-        for found in out:
+        for found, key in zip(out, keys, strict=True):
             if found:
                 self._add_siblings(found)
+                self._add_main_term(found, key)
         codes, descriptions = self._codes, self._descriptions
         return [
             tuple(
@@ -1153,6 +1275,14 @@ class Icd10CmLinker:
             )
             for found in out
         ]
+
+
+def _core(key: str) -> str:
+    """A normalised mention without its weak words ("pneumonia repeated" -> "pneumonia")."""
+    words = key.split()
+    if _WEAK_WORDS.isdisjoint(words):
+        return key
+    return " ".join(w for w in words if w not in _WEAK_WORDS) or key
 
 
 def _prior(code: str, description: str) -> float:

@@ -64,8 +64,25 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
             8,
             None,
         ),
-        (("status post", "s/p", "previous", "previously", "prior", "formerly", "former"), 3, None),
-        (("old", "remote", "childhood", "antecedent"), 1, None),
+        (
+            (
+                "status post",
+                "s/p",
+                "previous",
+                "previously",
+                "prior",
+                "formerly",
+                "former",
+                # "5 days post abdominal surgery": a time after an event is status post.
+                "days post",
+                "weeks post",
+                "months post",
+                "years post",
+            ),
+            3,
+            None,
+        ),
+        (("old", "remote", "childhood"), 1, None),
         # A past course of treatment ("was recently treated for sinusitis", "had been prescribed
         # Wellbutrin"); the present "is treated with" is not historical.
         (
@@ -84,9 +101,34 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
                 "had been prescribed",
                 "used to take",
                 "used to have",
+                "recently had",
+                "had undergone",
+                "has undergone",
+                "previously underwent",
+                "recently underwent",
+                # A stopped drug is no longer taken (GUIDELINE: "Medications the patient takes
+                # now are not historical").
+                "discontinued",
             ),
             4,
             None,
+        ),
+        # "one year ago for suspected nasal obstruction": the visit and its reason are past.
+        (("years ago", "year ago", "yrs ago", "decades ago", "at that time"), 6, None),
+        # "cancer history", "STD history": the word right before "history".
+        (("history", "hx"), None, 0),
+        (
+            (
+                "was discontinued",
+                "were discontinued",
+                "has been discontinued",
+                "have been discontinued",
+                "had been discontinued",
+                "was stopped",
+                "were stopped",
+            ),
+            None,
+            4,
         ),
         # "in 2004", "in December of 2003" (the year pattern takes an optional month).
         (("in " + _YEAR, "in the past", "as a child"), 4, 4),
@@ -120,6 +162,8 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
         # A condition reaches to the end of its sentence ("If she is not obtaining relief from
         # medication alone, we will then suggest hormone replacement therapy").
         (("if", "only if", "even if"), 20, None),
+        # A condition after its subject: "Surgery to remove adenoids if they are enlarged".
+        (("if", "when indicated", "if indicated", "if needed", "if necessary"), None, 3),
         (
             (
                 "should he",
@@ -185,6 +229,18 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
                 "options include",
                 "options including",
                 "in the event",
+                # ConText's "come back for"; a hoped-for or possible future.
+                "come back for",
+                "when indicated",
+                "if indicated",
+                "hopefully",
+                "hoping",
+                "sometimes necessary",
+                "may be necessary",
+                "may require",
+                "might require",
+                "may need",
+                "might need",
             ),
             10,
             None,
@@ -331,8 +387,19 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
                 "could have had",
                 "presumably",
                 "presume",
-                "i presume",
-                "presumed",
+                # ConText / pyConText possible-existence cues.
+                "doubt",
+                "doubtful",
+                "concerned about",
+                "concerned for",
+                "concern about",
+                "suggestion of",
+                "indefinite for",
+                "sounds like",
+                "thinks she",
+                "thinks he",
+                "believes she",
+                "believes he",
             ),
             5,
             None,
@@ -351,6 +418,12 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
                 "cannot be ruled out",
                 "not excluded",
                 "not ruled out",
+                "to be ruled out",
+                "suggested",
+                "is suggested",
+                "not know for sure",
+                "not sure",
+                "unsure",
             ),
             None,
             3,
@@ -639,6 +712,7 @@ class ContextScanner:
             breaks = sorted({*breaks, *bounds})
         self._breaks = breaks
         self._words = words
+        self._markers = "(-)" in text  # the negation marker rule has work only then
         # (first word, last word, start, end, category, forward scope, backward scope)
         triggers: list[tuple[int, int, int, int, int, int, int]] = []
         terminators: list[list[int]] = [[] for _ in _CATEGORIES]
@@ -705,6 +779,8 @@ class ContextScanner:
         negation = self._negation.negation_trigger(start, end)
         if negation is None:
             negation = self._negation.list_negation_trigger(start, end)
+        if negation is None and self._markers:
+            negation = self._negation.marker_negation_trigger(start, end)
         if negation is not None:
             n_start, n_end = negation
             found["negated"] = TraitEvidence("negated", text[n_start:n_end], n_start, n_end, "rule")

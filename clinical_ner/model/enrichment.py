@@ -53,6 +53,7 @@ ENRICHMENT_CACHE_ENV = "CLINICAL_NER_ENRICHMENT_CACHE"
 CODED_LABELS = frozenset({"DISEASE", "SYMPTOM"})
 MEDICATION_LABELS = frozenset({"TREATMENT"})
 MAX_CANDIDATES = 5
+REVIEW_CODES = 3  # candidate codes the review workbench shows
 _PACKAGES = ("simple_icd_10_cm", "drug-named-entity-recognition")
 _BUILDER_MODULES = ("coding", "drugs")
 
@@ -273,14 +274,17 @@ class EntityDetails:
         return cls(row.get("section"), traits, codes, row.get("icd10cm_chapter"), drug, attributes)
 
     def review_summary(self) -> dict[str, Any]:
-        """What the review workbench shows, without note words (the queue stores no text)."""
-        top = self.codes[0] if self.codes else None
+        """What the review queue keeps for the workbench: identifiers and offsets, no words.
+
+        The queue item holds no note text (its offsets slice the note) and no clinical words
+        either: codes and drug ids instead of their descriptions, so a queue item that reaches
+        a debug log line says nothing in plain words about the patient.
+        """
         return {
             "section": self.section,
             "traits": [t.trait for t in self.traits],
-            "code": top.code if top else None,
-            "code_description": top.description if top else None,
-            "drug": self.drug.name if self.drug else None,
+            "codes": [c.code for c in self.codes[:REVIEW_CODES]],
+            "drugbank_id": self.drug.drugbank_id if self.drug else None,
             "attributes": [
                 {"type": a.type, "start": a.start, "end": a.end} for a in self.attributes
             ],

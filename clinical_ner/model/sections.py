@@ -79,6 +79,9 @@ _EXACT: dict[str, str] = {
     "OBJECTIVE": "physical_exam",
     "DATA": "studies",
     "A/P": "assessment_plan",
+    "TREATMENT": "assessment_plan",
+    "TREATMENTS": "assessment_plan",
+    "MEDICAL DECISION MAKING": "assessment_plan",
     "A&P": "assessment_plan",
     "DIAGNOSTIC STUDIES": "studies",
     "DIAGNOSTIC DATA": "studies",
@@ -99,6 +102,11 @@ _KEYWORDS: tuple[tuple[str, str], ...] = (
     ("FAMILY", "family_history"),
     ("SOCIAL", "social_history"),
     ("PRESENT ILLNESS", "history_of_present_illness"),
+    # "HISTORY OF PRESENT COMPLAINT", "HISTORY OF PRESENTING ILLNESS", "PRESENTATION HISTORY".
+    ("HISTORY OF PRESENT", "history_of_present_illness"),
+    ("PRESENTING ILLNESS", "history_of_present_illness"),
+    ("PRESENTATION", "history_of_present_illness"),
+    ("HISTORY OF ILLNESS", "history_of_present_illness"),
     ("CHIEF COMPLAINT", "chief_complaint"),
     ("REASON FOR", "chief_complaint"),
     ("REVIEW OF SYSTEM", "review_of_systems"),
@@ -137,6 +145,8 @@ _KEYWORDS: tuple[tuple[str, str], ...] = (
     ("BLOOD LOSS", "procedure"),
     ("SPECIMEN", "procedure"),
     ("TECHNIQUE", "procedure"),
+    # "NECK EXAM", "ADMIT EXAM", "EYE EXAM" (after the procedure rules: "EXAM UNDER ANESTHESIA").
+    ("EXAM", "physical_exam"),
 )
 
 # Exam / review-of-systems sub-headers (upper case); they continue the current section.
@@ -154,6 +164,13 @@ _SUBHEADERS = frozenset(
         "CN",
         "CNS",
         "CONSTITUTIONAL",
+        "CONSTITUTIONAL SYMPTOMS",
+        "CENTRAL NERVOUS SYSTEM",
+        "HEMATOLOGY",
+        "HEAD AND NECK",
+        "ORAL CAVITY",
+        "ALLERGIC",
+        "LYMPH",
         "CV",
         "CVS",
         "EARS",
@@ -216,6 +233,22 @@ _SUBHEADERS = frozenset(
         "VITALS",
     }
 )
+# A sub-header word may take a suffix ("CARDIOVASCULAR SYSTEM", "NECK EXAM"); several may be
+# joined by "/" or "AND" ("HEMATOLOGIC/LYMPHATIC", "SKIN AND BREASTS").
+_SUBHEADER_SUFFIXES = (" SYSTEM", " SYSTEMS", " SYMPTOMS", " EXAM", " EXAMINATION")
+_SUBHEADER_FORMS = _SUBHEADERS | {s + suffix for s in _SUBHEADERS for suffix in _SUBHEADER_SUFFIXES}
+_SUBHEADER_JOINERS = re.compile(r"\s*/\s*|\s+AND\s+")
+
+
+def _is_subheader(key: str) -> bool:
+    """Whether `key` (upper case, single spaces) is a body-system sub-header."""
+    if key in _SUBHEADER_FORMS:
+        return True
+    if "/" not in key and " AND " not in key:
+        return False
+    return all(part in _SUBHEADER_FORMS for part in _SUBHEADER_JOINERS.split(key))
+
+
 # Sections a sub-header stays in; anywhere else it opens a physical exam.
 _SUBHEADER_PARENTS = frozenset(
     {
@@ -273,7 +306,7 @@ class SectionIndex:
                 continue
             if not all_caps and after_sentence:
                 continue  # mid-paragraph "Note: ..." is prose, not a header
-            if key in _SUBHEADERS:
+            if _is_subheader(key):
                 if current in _SUBHEADER_PARENTS:
                     continue
                 name: str | None = "physical_exam"

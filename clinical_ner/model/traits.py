@@ -25,7 +25,18 @@ _PRE_TRIGGERS = (
     "denies",
     "denied",
     "denying",
+    "deny",
+    # A treatment not given (GUIDELINE: "not given / not taken / not done").
+    "declined",
+    "declines",
+    "refused",
+    "refuses",
     "negative for",
+    "noncontributory for",
+    "lack of",
+    "rather than",
+    "inconsistent with",
+    "unremarkable for",
     "no evidence of",
     "no sign of",
     "no signs of",
@@ -50,8 +61,11 @@ _POST_TRIGGERS = (
     "is negative",
     "was negative",
     "were negative",
-    "is absent",
-    "was absent",
+    # "Varicosities absent", "pain free" (ConText's backward "free").
+    "absent",
+    "free",
+    "has been negative",
+    "have been negative",
     "unlikely",
     "not seen",
     "not present",
@@ -74,6 +88,16 @@ _PSEUDO = (
     "no improvement",
     "not only",
     "not necessarily",
+    # NegEx pseudo-triggers: a change or an extent is denied, not the finding.
+    "not increase",
+    "not decrease",
+    "not change",
+    "not cause",
+    "not drain",
+    "not extend",
+    "no interval change",
+    "no definite change",
+    "without difficulty",
     "no further",
     "not certain",
     # "Risks including but not limited to bleeding", "if symptoms do not improve": not negations.
@@ -241,6 +265,7 @@ class NegationScanner:
         # scan without this shortcut.
         self._cues: list[int] | None = None
         self._use_cues = not any(c in text for c in _FOLDS_TO_ASCII)
+        self._markers: list[int] | None = None  # "(-)" offsets, found on first use
 
     @property
     def lower_words(self) -> list[str]:
@@ -356,6 +381,48 @@ class NegationScanner:
             if match is not None and match.end() <= start and _is_list(text[match.end() : start]):
                 return position, match.end()
         return None
+
+    def marker_negation_trigger(self, start: int, end: int) -> tuple[int, int] | None:
+        """Offsets of a "(-)" marker that negates `text[start:end]` ("(-) numbness").
+
+        Review-of-systems templates mark absent findings "(-)" and present ones "(+)"; the nearest
+        "(-)" before the entity negates it within SCOPE_WORDS words (or a comma list, as for the
+        word cues) when no "(+)", clause break or terminator comes between. A third rule callers
+        ask after `negation_trigger` and `list_negation_trigger`: the marker has no letters, so
+        the word scan of the NegEx rules cannot see it.
+        """
+        if self._markers is None:
+            self._markers = _marker_positions(self.text, _MINUS)
+        markers = self._markers
+        k = bisect_left(markers, start) - 1
+        if k < 0:
+            return None
+        position = markers[k]
+        marker_end = position + len(_MINUS)
+        if position < self._left(start) or marker_end > start:
+            return None
+        gap = self.text[marker_end:start]
+        if _PLUS in gap:
+            return None
+        words = _words_between(gap)
+        if _TERMINATORS.intersection(words):
+            return None
+        if len(words) <= SCOPE_WORDS or _is_list(gap):
+            return position, marker_end
+        return None
+
+
+_MINUS, _PLUS = "(-)", "(+)"
+
+
+def _marker_positions(text: str, marker: str) -> list[int]:
+    """Start offsets of every occurrence of `marker` in `text`, ascending."""
+    found = []
+    i = text.find(marker)
+    while i >= 0:
+        found.append(i)
+        i = text.find(marker, i + 1)
+    return found
 
 
 def is_negated(text: str, start: int, end: int) -> bool:

@@ -151,6 +151,56 @@ LIST_AND_CUE_CASES = [
 ]  # fmt: skip
 
 
+# Rules added for the train part t (GUIDELINE.md section 2 cues, ConText / NegEx lexicon entries);
+# each case answered the other way before them.
+GENERAL_RULE_CASES = [
+    # negated: "(-)" markers of a review of systems, nearest marker first, "(+)" stops it
+    ("Neurological: (-) numbness, (-) episodic weakness.", "episodic weakness", "negated", "(-)"),
+    ("ROS: (-) back pain (chronic) (-) decreased ROM.", "decreased ROM", "negated", "(-)"),
+    ("They deny any actual gasping events.", "gasping events", "negated", "deny"),
+    ("Extremities with varicosities absent.", "varicosities", "negated", "absent"),
+    ("Pain does not increase with inspiration, pain is sharp.", "pain is", "negated", None),
+    # historical
+    ("Chest pain, 5 days post abdominal surgery.", "abdominal surgery", "historical",
+     "days post"),
+    ("She has recently had neck surgery.", "neck surgery", "historical", "recently had"),
+    ("Cardizem and metoprolol were discontinued.", "Cardizem", "historical", "were discontinued"),
+    ("Seen one year ago for suspected nasal obstruction.", "nasal obstruction", "historical",
+     "year ago"),
+    ("At that time it was prescribed for depression.", "depression", "historical",
+     "At that time"),
+    ("Patient denies STD history.", "STD", "historical", "history"),
+    # hypothetical
+    ("Surgery to remove adenoids if they are enlarged.", "Surgery to remove adenoids",
+     "hypothetical", "if"),
+    ("Antibiotics when indicated for bacterial infection.", "Antibiotics", "hypothetical",
+     "when indicated"),
+    ("Antibiotics when indicated for bacterial infection.", "bacterial infection", "hypothetical",
+     "when indicated"),
+    ("Hopefully, the scars would be small.", "scars", "hypothetical", "Hopefully"),
+    ("Surgery is sometimes necessary to put in tubes.", "tubes", "hypothetical",
+     "sometimes necessary"),
+    # uncertain
+    ("It sounds like true obstructive events.", "obstructive events", "uncertain",
+     "sounds like"),
+    ("I doubt pneumonia.", "pneumonia", "uncertain", "doubt"),
+    ("Diffuse aspiration pneumonitis suggested.", "Diffuse aspiration pneumonitis", "uncertain",
+     "suggested"),
+    ("She thinks she got a tetanus vaccine as a child.", "tetanus vaccine", "uncertain",
+     "thinks she"),
+]  # fmt: skip
+
+# Where the new rules must stay quiet (these answered the same before them).
+GENERAL_RULE_BOUNDARIES = [
+    ("Cardiovascular: (+) ankle swelling (-) chest pressure.", "ankle swelling", "negated", None),
+    ("Neurological: (-) numbness (+) tingling.", "tingling", "negated", None),
+    ("We will discontinue lisinopril.", "lisinopril", "historical", None),
+    ("Tylenol as needed for fever.", "Tylenol", "hypothetical", None),
+    ("It does not really sound like apneic events.", "apneic events", "uncertain", None),
+    ("I think there is mild cellulitis.", "cellulitis", "uncertain", None),
+]
+
+
 @pytest.mark.parametrize(("text", "mention", "trait", "trigger"), CASES)
 def test_trait_rules(text: str, mention: str, trait: str, trigger: str | None) -> None:
     found = _traits(text, mention)
@@ -163,6 +213,13 @@ def test_trait_rules(text: str, mention: str, trait: str, trigger: str | None) -
 
 @pytest.mark.parametrize(("text", "mention", "trait", "trigger"), LIST_AND_CUE_CASES)
 def test_list_and_cue_rules(text: str, mention: str, trait: str, trigger: str | None) -> None:
+    test_trait_rules(text, mention, trait, trigger)
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "trait", "trigger"), GENERAL_RULE_CASES + GENERAL_RULE_BOUNDARIES
+)
+def test_general_cue_rules(text: str, mention: str, trait: str, trigger: str | None) -> None:
     test_trait_rules(text, mention, trait, trigger)
 
 
@@ -253,8 +310,10 @@ def test_trigger_offsets_exact_with_unicode_before() -> None:
 
 def test_negation_matches_the_negation_scanner() -> None:
     # negated is NegationScanner's tuned NegEx answer, else its comma-list rule (the guideline
-    # negates a whole list after a cue; this test used to pin the NegEx answer alone).
+    # negates a whole list after a cue; this test used to pin the NegEx answer alone), else its
+    # "(-)" marker rule.
     words = ["no", "denies", "fever", "pain", "but", "history", "of", "mother", "if", ",", "."]
+    words += ["(-)", "(+)"]
     rng = random.Random(14)
     for _ in range(200):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 30)))
@@ -262,8 +321,10 @@ def test_negation_matches_the_negation_scanner() -> None:
         for start in range(0, len(text), 3):
             end = min(len(text), start + rng.randint(1, 8))
             found = {e.trait: e for e in scanner.traits(start, end)}
-            expected = negation.negation_trigger(start, end) or negation.list_negation_trigger(
-                start, end
+            expected = (
+                negation.negation_trigger(start, end)
+                or negation.list_negation_trigger(start, end)
+                or negation.marker_negation_trigger(start, end)
             )
             got = found.get("negated")
             assert ((got.start, got.end) if got else None) == expected

@@ -6,6 +6,7 @@ built from the pinned packages once per machine (`built_enrichment_dir`).
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -224,6 +225,9 @@ def test_review_summary_holds_no_note_words(details):
     for words in ("Mother", "10 mg", "p.o.", "Possible", "PAST MEDICAL"):
         assert words not in summary
     assert '"I10"' in summary and "historical" in summary
+    for words in ("hypertension", "Lisinopril", "lisinopril", "embolism", "neoplasm"):
+        assert words not in summary  # ids only: no clinical words in the queue item
+    assert details["Lisinopril"].review_summary()["drugbank_id"].startswith("DB")
 
 
 def test_model_directory_carries_its_vocabularies(tmp_path, caplog):
@@ -238,6 +242,15 @@ def test_model_directory_carries_its_vocabularies(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert load_enricher(older).drugs.normalise(["Tylenol"])[0] is not None
     assert "no enrichment/" in caplog.text
+    # Vocabularies saved by an older release of the linker: rebuilt, the model still loads.
+    meta_file = tmp_path / ENRICHMENT_DIR / "icd10cm" / "icd10cm_linker.json.gz"
+    meta = json.loads(gzip.decompress(meta_file.read_bytes()))
+    meta_file.unlink()  # a hard link into the shared cache: replace it, never write through it
+    meta_file.write_bytes(gzip.compress(json.dumps({**meta, "format": 0}).encode()))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_enricher(tmp_path).linker.link(["hypertension"])[0][0].code == "I10"
+    assert "unsupported ICD-10-CM linker format 0" in caplog.text
 
 
 def test_the_tables_writers_import_no_scipy_sklearn_or_spacy():

@@ -141,3 +141,33 @@ def test_hostile_megabyte_finishes_fast() -> None:
     assert index.sections == ()
     many = "HEENT: x," * (1_000_000 // 9)
     assert len(SectionIndex(many).sections) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("HISTORY OF PRESENT COMPLAINT", "history_of_present_illness"),
+        ("HISTORY OF PRESENTING ILLNESS", "history_of_present_illness"),
+        ("PRESENTATION HISTORY", "history_of_present_illness"),
+        ("TREATMENT", "assessment_plan"),
+        ("MEDICAL DECISION MAKING", "assessment_plan"),
+        ("NECK EXAM", "physical_exam"),
+    ],
+)
+def test_header_variants(header: str, name: str) -> None:
+    # Were `other` before: variants of known headers (GUIDELINE.md section 2 section names).
+    text = f"Seen today.,{header}:,  Body text here."
+    assert SectionIndex(text).at(_body_offset(text)).name == name
+
+
+def test_compound_subheaders_stay_in_the_review_of_systems() -> None:
+    # A body-system word with a suffix or joined by "/" / "AND" is a sub-header too; these
+    # opened `other` (and then a physical exam at the next sub-header) before.
+    text = (
+        "REVIEW OF SYSTEMS:,CONSTITUTIONAL SYMPTOMS:  No fever.,ENT:  Unremarkable.,"
+        "HEMATOLOGIC/LYMPHATIC:  No bruising.,SKIN AND BREASTS:  No rash."
+    )
+    index = SectionIndex(text)
+    assert [s.name for s in index.sections] == ["review_of_systems"]
+    for finding in ("fever", "Unremarkable", "bruising", "rash"):
+        assert index.at(text.index(finding)).name == "review_of_systems"

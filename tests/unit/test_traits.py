@@ -106,3 +106,47 @@ def test_shortcut_keeps_case_folded_and_cut_triggers() -> None:
     assert is_negated(text, start, end) is True
     text = "noted fever today"
     assert NegationScanner(text).is_negated(2, 11) is True
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "negated"),
+    [
+        # NegEx / ConText lexicon entries added for the train part t (each answered the other
+        # way before): "deny", a declined treatment, post-posed "absent" / "free", a
+        # non-contributory history, and the pseudo-trigger "not increase".
+        ("They deny any gasping events.", "gasping events", True),
+        ("She declined chemotherapy.", "chemotherapy", True),
+        ("Varicosities absent.", "Varicosities", True),
+        ("He has been pain free since.", "pain", True),
+        ("Family history noncontributory for coronary disease.", "coronary disease", True),
+        ("The cough does not increase with inspiration, wheezing is heard.", "wheezing", False),
+    ],
+)
+def test_lexicon_additions(text: str, mention: str, negated: bool) -> None:
+    start, end = _span(text, mention)
+    assert is_negated(text, start, end) is negated
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "trigger_at"),
+    [
+        ("Neurological: (-) numbness", "numbness", 14),
+        ("(-) back pain (chronic) (-) decreased ROM (-) episodic weakness", "decreased ROM", 24),
+        (
+            "(-) back pain (chronic) (-) decreased ROM (-) episodic weakness",
+            "episodic weakness",
+            42,
+        ),
+        ("(-) breathing difficulties, respiratory symptoms", "respiratory symptoms", 0),
+        # "(+)" between, a clause break, or too far: not negated.
+        ("(-) numbness (+) joint pain", "joint pain", None),
+        ("(-) numbness. Joint pain", "Joint pain", None),
+        ("(-) he says that today he has had some joint pain", "joint pain", None),
+        ("joint pain (-)", "joint pain", None),
+    ],
+)
+def test_marker_negation(text: str, mention: str, trigger_at: int | None) -> None:
+    # Review-of-systems templates mark absent findings "(-)" (GUIDELINE.md section 2 negated).
+    start, end = _span(text, mention)
+    found = NegationScanner(text).marker_negation_trigger(start, end)
+    assert found == (None if trigger_at is None else (trigger_at, trigger_at + 3))

@@ -159,15 +159,16 @@ function render() {
   $("submit").textContent = left ? `Submit note (S) - ${left} to decide` : "Submit note (S)";
 }
 
-// The model's structured fields of an entity (section, traits, top ICD-10-CM code, drug and
-// medication attributes), as one line; attribute words are sliced from the note by offsets.
+// The model's structured fields of an entity (section, traits, top ICD-10-CM codes, DrugBank id,
+// medication attributes), as one line. The queue keeps ids and offsets only (no clinical
+// words): attribute words are sliced from the note by their offsets.
 function detailsLine(details, text) {
   if (!details) return "";
   const parts = [];
   if (details.section) parts.push(details.section.replace(/_/g, " "));
   (details.traits || []).forEach((t) => { if (t !== "negated") parts.push(t); });
-  if (details.code) parts.push(`${details.code} ${details.code_description || ""}`.trim());
-  if (details.drug) parts.push(`drug: ${details.drug}`);
+  if (details.codes && details.codes.length) parts.push(`ICD-10-CM ${details.codes.join(", ")}`);
+  if (details.drugbank_id) parts.push(`DrugBank ${details.drugbank_id}`);
   (details.attributes || []).forEach((a) => {
     const words = text.slice(Offsets.toUtf16(state.map, a.start), Offsets.toUtf16(state.map, a.end));
     parts.push(`${a.type.toLowerCase().replace(/_/g, " ")}: ${words}`);
