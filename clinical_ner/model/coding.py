@@ -11,11 +11,15 @@ complications` child, E11.9), so a category never outranks its own leaf: it is n
 at all. Codes that need a 7th character link to the `A` (initial encounter) extension, with the
 placeholder `X`s the tabular list requires (T14.90 -> T14.90XA). Chapters 20 (external causes,
 V00-Y99) and 21 (Z codes, factors influencing health status) are not indexed: they never name a
-disease or symptom. Procedures are not coded (ICD-10-CM has no procedure codes).
+disease or symptom; the exception is the allergy status codes (Z88, Z91.0-: "latex allergy").
+Procedures are not coded (ICD-10-CM has no procedure codes).
 
 Ranking on top of the similarity: the default leaves of the best code's parent and category
 follow it (the "unspecified" siblings), a code's weight depends on what the mention says (see
 _weight_table), and a mention with few near-best terms reaches further down to fill its top k.
+Like a coder with the alphabetic index, a mention that contains a main term with a default
+("recurrent pneumonias": Pneumonia -> J18.9) gets that default in its top 5, and words that
+name no concept ("changes", "problems", "tendency") weigh little in the query.
 
 Data licence and provenance: docs/dictionaries.md.
 """
@@ -115,8 +119,9 @@ _WEAK_WORDS = frozenset(
 _WEAK_WORD_WEIGHT = 0.1
 
 # Where the default of a mention's main term goes when the mention only contains it (0-based):
-# inside the top 5, below the text matches and the best hit's unspecified siblings.
-_MAIN_TERM_POSITION = 4
+# third, after the best text match and its first unspecified sibling, so it is in every top 5
+# without displacing a text match that names more of the mention.
+_MAIN_TERM_POSITION = 2
 
 _CACHE_LIMIT = 200_000
 
@@ -393,7 +398,6 @@ PHRASE_SYNONYMS: dict[str, str] = {
     "fibrosarcoma": "fibrosarcoma malignant neoplasm connective soft tissue",
     "kaposi sarcoma": "kaposi sarcoma",
     "chondrosarcoma": "chondrosarcoma malignant neoplasm bone",
-    "ewing sarcoma": "malignant neoplasm bone",
 }
 
 # Default codes of generic mentions that the tabular list names only in the alphabetic index
@@ -519,6 +523,7 @@ INDEX_TERMS: dict[str, str] = {
     "cardiac enlargement": "I51.7",
     "poison ivy": "L23.7",
     "poison oak": "L23.7",
+    "ewing sarcoma": "C41.9",
 }
 
 # Function words that carry no meaning for matching (word order is ignored anyway).
@@ -529,7 +534,7 @@ _WORD_EQUIVALENTS: dict[str, str] = {
     "tumour": "tumor",
     "disk": "disc",
     "venous": "vein",
-    "oesophageal": "esophageal",
+    "oesophageal": "esophagus",
     "haemorrhage": "hemorrhage",
     "oedema": "edema",
     "anaemia": "anemia",
@@ -541,8 +546,6 @@ _WORD_EQUIVALENTS: dict[str, str] = {
     "fractured": "fracture",
     "infarct": "infarction",
     "arthritic": "arthritis",
-    "dilated": "dilatation",
-    "dilation": "dilatation",
     # Organ adjectives -> the noun ICD-10-CM uses for the site ("ovarian cancer" is
     # "malignant neoplasm of ovary"); applied to both sides, so "ovarian cyst" still matches.
     "ovarian": "ovary",
@@ -556,6 +559,12 @@ _WORD_EQUIVALENTS: dict[str, str] = {
     "testicular": "testis",
     "laryngeal": "larynx",
     "mammary": "breast",
+    "urethral": "urethra",
+    "duodenal": "duodenum",
+    "esophageal": "esophagus",
+    "splenic": "spleen",
+    "vaginal": "vagina",
+    "vulvar": "vulva",
     "pediatric": "juvenile",
     "paediatric": "juvenile",
     "postsurgical": "postprocedural",
@@ -909,9 +918,7 @@ class Icd10CmLinker:
             # A block holding a single category has the category's code (B20): keep it.
             if cm.is_chapter(code) or (cm.is_block(code) and not cm.is_category(code)):
                 continue
-            if chapter_of.get(code) in _EXCLUDED_CHAPTERS and not code.startswith(
-                _KEPT_CATEGORIES
-            ):
+            if chapter_of.get(code) in _EXCLUDED_CHAPTERS and not code.startswith(_KEPT_CATEGORIES):
                 continue
             if cm.is_leaf(code) and seventh_extension(code):
                 continue  # its text is its parent's plus the encounter; the parent links here
@@ -1154,7 +1161,7 @@ class Icd10CmLinker:
         """Put the default of the mention's main term into its top k (in place), as a coder
         falls back on the main term's default when no subterm fits ("repeated pneumonias")."""
         code = self._main_term(key)
-        if code is None or any(c == code for c, _ in found[:_MAIN_TERM_POSITION + 1]):
+        if code is None or any(c == code for c, _ in found[: _MAIN_TERM_POSITION + 1]):
             return
         for position, (c, _) in enumerate(found):
             if c == code:

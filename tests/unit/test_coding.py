@@ -261,6 +261,11 @@ def test_an_unsided_mention_prefers_the_unspecified_side(linker):
         ("pancreatic cancer", "C25.9"),  # organ adjective -> site noun
         ("gastric cancer", "C16.9"),
         ("glioblastoma", "C71.9"),  # morphology with an implied site
+        ("non-small cell lung carcinoma", "C34.90"),  # the hyphen joins "nonsmall"
+        ("leiomyosarcoma", "C49.9"),  # sarcoma of no site: connective and soft tissue
+        ("liposarcoma", "C49.9"),
+        ("Ewing sarcoma", "C41.9"),
+        ("Kaposi sarcoma", "C46.9"),
         ("lung metastases", "C78.00"),  # secondary only when the mention says so
     ],
 )
@@ -309,6 +314,16 @@ def test_spine_levels_do_not_touch_other_alphanumerics():
         ("SIADH", "E22.2"),  # added abbreviations
         ("HFrEF", "I50.20"),
         ("WPW", "I45.6"),
+        ("LV hypertrophy", "I51.7"),
+        ("hives", "L50.9"),
+        ("ulcer", "L98.499"),  # main terms of the alphabetic index and their defaults
+        ("stones", "N20.9"),
+        ("thrombus", "I82.90"),
+        ("lung mass", "R91.8"),
+        ("bleeding disorder", "D68.9"),
+        ("diastolic dysfunction", "I51.89"),
+        ("poison ivy", "L23.7"),
+        ("narrowing of the urethra", "N35.919"),  # Narrowing -> see Stricture
     ],
 )
 def test_curated_index_entries_synonyms_and_abbreviations(linker, mention, code):
@@ -321,3 +336,34 @@ def test_phrases_are_applied_once_longest_first():
     assert normalise_mention("DM II") == normalise_mention("type 2 diabetes mellitus")
     assert normalise_mention("vertebrae") == normalise_mention("vertebra")  # Latin plural
     assert normalise_mention("ovarian cyst") == normalise_term("ovary cyst")
+
+
+def test_a_contained_main_term_puts_its_default_in_the_top_five(linker):
+    # The coder's fallback: no subterm of Pneumonia / Hernia fits, so the main term's default.
+    assert codes(linker, "recurrent pneumonias").index("J18.9") <= 2
+    assert "K46.9" in codes(linker, "inguinal and umbilical hernias")
+    assert "L98.9" in codes(linker, "sores on the legs")
+    # The longest contained main term wins ("chronic renal insufficiency", not "renal ...").
+    assert codes(linker, "stable chronic renal insufficiency").index("N18.9") <= 2
+
+
+def test_weak_words_do_not_choose_the_code(linker):
+    # "problems", "difficulty", "changes" name no concept: the rest of the mention decides.
+    assert codes(linker, "bleeding problems")[0] == "R58"
+    assert codes(linker, "arthritic changes")[0] == "M19.90"
+    assert codes(linker, "repeated pneumonias")[0] == "J18.9"  # the bare main term's default
+
+
+def test_two_word_phrases_match_in_either_order(linker):
+    assert normalise_mention("cholesterol elevated") == normalise_mention("elevated cholesterol")
+    assert codes(linker, "cholesterol elevated")[0] == "E78.00"
+
+
+def test_allergy_status_codes_are_the_only_chapter_21_codes(linker):
+    assert codes(linker, "penicillin allergy")[0] == "Z88.0"
+    assert codes(linker, "latex allergy")[0] == "Z91.040"
+    assert codes(linker, "allergy")[0] == "T78.40XA"  # the bare index default stays
+    assert linker.chapter("Z88.0").startswith("XXI ")
+    assert linker.description("Z91.040") is not None
+    assert linker.description("Z87.891") is None  # history-of codes are not indexed
+    assert linker.description("Z79.4") is None
