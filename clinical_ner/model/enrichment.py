@@ -78,6 +78,25 @@ def _offsets(raw: Mapping[str, Any], where: str) -> tuple[int, int]:
     return start, end
 
 
+def _anchored(
+    raw: Mapping[str, Any],
+    kind: tuple[str, Sequence[str], str],
+    words_key: str,
+    text: str,
+    where: str,
+) -> tuple[str, str, int, int]:
+    """(kind, words, start, end) of a trigger or attribute whose offsets must slice `text`."""
+    key, allowed, what = kind
+    value = _field(raw, key, str, where)
+    if value not in allowed:
+        raise EnrichmentFormatError(f"{where}: unknown {what}")
+    start, end = _offsets(raw, where)
+    words = _field(raw, words_key, str, where)
+    if text[start:end] != words:
+        raise EnrichmentFormatError(f"{where}: offsets do not slice the note")
+    return value, words, start, end
+
+
 def _list(raw: Mapping[str, Any], name: str, where: str) -> list[Any]:
     value = raw.get(name, [])
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -153,17 +172,15 @@ class EntityDetails:
         section = raw.get("section")
         if section is not None and not isinstance(section, str):
             raise EnrichmentFormatError(f"{where}: section is not a string")
-        traits = []
-        for i, t in enumerate(_list(raw, "traits", where)):
-            at = f"{where} trait {i}"
-            name = _field(t, "name", str, at)
-            if name not in TRAITS:
-                raise EnrichmentFormatError(f"{at}: unknown trait name")
-            start, end = _offsets(t, at)
-            trigger = _field(t, "trigger", str, at)
-            if text[start:end] != trigger:
-                raise EnrichmentFormatError(f"{at}: trigger offsets do not slice the note")
-            traits.append(TraitEvidence(name, trigger, start, end, str(t.get("source", "rule"))))
+        traits = [
+            TraitEvidence(
+                *_anchored(
+                    t, ("name", TRAITS, "trait name"), "trigger", text, f"{where} trait {i}"
+                ),
+                str(t.get("source", "rule")),
+            )
+            for i, t in enumerate(_list(raw, "traits", where))
+        ]
         codes = []
         for i, c in enumerate(_list(raw, "icd10cm", where)):
             at = f"{where} icd10cm {i}"
@@ -181,17 +198,18 @@ class EntityDetails:
         drug_raw = raw.get("drug")
         if drug_raw is not None and not isinstance(drug_raw, dict):
             raise EnrichmentFormatError(f"{where}: drug is not an object")
-        attributes = []
-        for i, a in enumerate(_list(raw, "attributes", where)):
-            at = f"{where} attribute {i}"
-            kind = _field(a, "type", str, at)
-            if kind not in ATTRIBUTE_TYPES:
-                raise EnrichmentFormatError(f"{at}: unknown attribute type")
-            start, end = _offsets(a, at)
-            value = _field(a, "text", str, at)
-            if text[start:end] != value:
-                raise EnrichmentFormatError(f"{at}: offsets do not slice the note")
-            attributes.append(MedicationAttribute(kind, value, start, end))
+        attributes = [
+            MedicationAttribute(
+                *_anchored(
+                    a,
+                    ("type", ATTRIBUTE_TYPES, "attribute type"),
+                    "text",
+                    text,
+                    f"{where} attribute {i}",
+                )
+            )
+            for i, a in enumerate(_list(raw, "attributes", where))
+        ]
         return cls(
             section,
             tuple(traits),
