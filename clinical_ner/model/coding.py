@@ -1301,7 +1301,7 @@ def _prior(code: str, description: str) -> float:
 _KIND_CONTEXT = 1  # pregnancy, perinatal, congenital (chapters 15-17)
 _KIND_SIDE = 2  # names a side
 _KIND_NEOPLASM = 4  # C00-D49
-_KIND_INJURY = 8  # S00-T34: injuries, foreign bodies, burns, frostbite
+_KIND_INJURY = 8  # S00-T88: injuries, burns, poisonings, toxic effects, complications of care
 _KIND_SECONDARY = 16  # C77-C79: secondary (metastatic) malignant neoplasms
 # A mention's words that make a kind of code plausible (matched on the normalised mention).
 # (A mass, nodule, cyst or polyp is not one: the guideline codes it as the finding.)
@@ -1319,6 +1319,9 @@ _INJURY_WORDS = re.compile(
     r"fractur|injur|lacerat|contusion|abrasion|sprain|strain|wound|trauma|burn|dislocat|bite"
     r"|tear\b|crush|avulsion|puncture|foreign|concussion|amputat|hematoma|bruise|blister"
     r"|subluxation|whiplash|frostbite|\bcut\b|gunshot|\bstab|corrosion|sting|ruptur"
+    # T36-T88: poisoning, toxic and adverse effects, allergy, complications of care
+    r"|poison|toxic|overdose|adverse|reaction|allerg|anaphyla|complicat|rejection|malfunction"
+    r"|postprocedural|postoperative|heat|hypotherm|drown|asphyx|exposure|abuse|maltreat"
 )
 # Weights of a code whose kind the mention does not support; an exact text match is exempt.
 # A neoplasm code for a mention without a neoplasm word; any other code for a mention with a
@@ -1326,7 +1329,9 @@ _INJURY_WORDS = re.compile(
 # site word alone would otherwise pick "Other disorders of lung" for "lung cancer").
 _NEOPLASM_PRIOR = 0.9
 _NON_NEOPLASM_PRIOR = 0.75
-_INJURY_PRIOR = 0.75  # over half the billable codes are injuries (S/T with 7th characters)
+# Over half the billable codes are S/T codes with 7th characters: "difficulty chewing" must not
+# become a toxic effect of chewing tobacco.
+_INJURY_PRIOR = 0.75
 _SECONDARY_PRIOR = 0.75  # "lung cancer" is the primary site unless the mention says otherwise
 
 
@@ -1338,7 +1343,7 @@ def _kind(code: str, description: str) -> int:
         kind |= _KIND_SIDE
     if code[0] == "C" or (code[0] == "D" and code[1:3] < "50"):
         kind |= _KIND_NEOPLASM
-    if code[0] == "S" or (code[0] == "T" and code[1:3] < "35"):
+    if code[0] in "ST":
         kind |= _KIND_INJURY
     if code[0] == "C" and "77" <= code[1:3] <= "79":
         kind |= _KIND_SECONDARY

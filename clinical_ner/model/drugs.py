@@ -61,6 +61,19 @@ EXTRA_NAMES: dict[str, str] = {
     "corticosteroid": "glucocorticoids",
     "versed": "midazolam",
     "ampicillin/sulbactam": "ampicillin and sulbactam",
+    # Common US brands the dictionary lacks. Combination products map to the dictionary's
+    # combination concept where it has one; the oxycodone/acetaminophen brands have none, so
+    # they map to the opioid (the ingredient that makes the prescription controlled).
+    "keflex": "cephalexin",
+    "augmentin": "amoxicillin and clavulanic acid",
+    "norco": "hydrocodone combination products",
+    "vicodin": "hydrocodone combination products",
+    "lortab": "hydrocodone combination products",
+    "tylenol with codeine": "acetaminophen and codeine",
+    "tylenol #3": "acetaminophen and codeine",
+    "percocet": "oxycodone",
+    "endocet": "oxycodone",
+    "roxicet": "oxycodone",
 }
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")

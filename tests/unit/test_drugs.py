@@ -128,3 +128,19 @@ def test_load_needs_no_package(saved):
         check=True,
     )
     assert json.loads(done.stdout) == ["Warfarin", "DB00682"]
+
+
+@pytest.mark.parametrize(
+    ("brand", "concept"),
+    [
+        ("Keflex", "cephalexin"),
+        ("Augmentin", "amoxicillin"),
+        ("Norco", "hydrocodone"),
+        ("Vicodin", "hydrocodone"),
+        ("Percocet", "oxycodone"),
+        ("Tylenol with Codeine", "codeine"),
+    ],
+)
+def test_common_brands_the_dictionary_lacks(drugs, brand, concept):
+    found = one(drugs, brand)
+    assert found is not None and concept in found.name.lower() and found.is_synonym

@@ -322,3 +322,17 @@ def test_new_columns_end_to_end_extract_parquet_duckdb_named_queries(tmp_path, e
     flags = {r[columns.index("text")]: r for r in extractions}
     assert flags["breast cancer"][columns.index("family")] is True
     assert flags["pneumonia"][columns.index("icd10cm_code")] == "J18.9"
+
+
+def test_a_unitless_ratio_is_a_strength_only_after_a_known_drug(enricher):
+    text = "Percocet 5/325 one tablet q.4h. Neck flexion 4/5 and physical therapy 3 times a week."
+    spans = [
+        (0, 8, "TREATMENT"),
+        (text.index("Neck flexion"), text.index("Neck flexion") + 12, "TREATMENT"),
+        (text.index("physical therapy"), text.index("physical therapy") + 16, "TREATMENT"),
+    ]
+    percocet, flexion, therapy = enricher.details(text, spans)
+    assert percocet.drug is not None
+    assert ("STRENGTH", "5/325") in {(a.type, a.text) for a in percocet.attributes}
+    assert flexion.drug is None and flexion.attributes == ()  # an exam grade, not a strength
+    assert [(a.type, a.text) for a in therapy.attributes] == [("FREQUENCY", "3 times a week")]
