@@ -170,6 +170,7 @@ ORDER BY e.dt, e.label, mentions DESC, e.icd10cm_chapter
             _LATEST_NOTES
             + """
 SELECT e.note_id, e.start_char, e.text, e.drug_name, e.drug_mesh_id, e.drug_drugbank_id,
+       e.drug_nhs_url,
        e.strength, e.dosage, e.route_or_mode, e.frequency, e.duration, e.form, e.rate,
        e.section, e.historical, e.confidence, e.model_version, e.dt
 FROM entities e

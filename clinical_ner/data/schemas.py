@@ -217,6 +217,7 @@ ENTITY_COLUMNS: tuple[Column, ...] = (
     ),
     Column("drug_mesh_id", pa.string(), True, "MeSH identifier of the drug, when known."),
     Column("drug_drugbank_id", pa.string(), True, "DrugBank identifier of the drug, when known."),
+    Column("drug_nhs_url", pa.string(), True, "NHS medicines page of the drug, when known."),
     Column(
         "attributes",
         pa.list_(_ATTRIBUTE),

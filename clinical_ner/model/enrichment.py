@@ -252,6 +252,7 @@ class EntityDetails:
                 "drug_name": self.drug.name if self.drug else None,
                 "drug_mesh_id": self.drug.mesh_id if self.drug else None,
                 "drug_drugbank_id": self.drug.drugbank_id if self.drug else None,
+                "drug_nhs_url": self.drug.nhs_url if self.drug else None,
                 "attributes": [
                     {"type": a.type, "text": a.text, "start_char": a.start, "end_char": a.end}
                     for a in self.attributes

@@ -316,6 +316,8 @@ def test_new_columns_end_to_end_extract_parquet_duckdb_named_queries(tmp_path, e
         ("syn-2", "Lisinopril", "20 mg", "daily"),
     ]
     assert got[0]["route_or_mode"] == "p.o." and got[0]["drug_name"].lower() == "lisinopril"
+    assert got[0]["drug_drugbank_id"].startswith("DB")
+    assert got[0]["drug_nhs_url"] == "https://www.nhs.uk/medicines/lisinopril/"
     assert got[0]["section"] == "medications"
 
     columns, extractions = results["note_extractions"]
