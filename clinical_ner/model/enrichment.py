@@ -56,7 +56,7 @@ MEDICATION_LABELS = frozenset({"TREATMENT"})
 MAX_CANDIDATES = 5
 REVIEW_CODES = 3  # candidate codes the review workbench shows
 _PACKAGES = ("simple_icd_10_cm", "drug-named-entity-recognition")
-_BUILDER_MODULES = ("coding", "drugs")
+_BUILDER_MODULES = ("coding", "icd10cm_terms", "drugs")
 
 
 class EnrichmentFormatError(ValueError):
