@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -333,19 +332,6 @@ def _drug_from_json(raw: Mapping[str, Any], where: str) -> DrugConcept:
     return DrugConcept(**values)
 
 
-# A unitless ratio ("5/325") is a strength only after a drug name: after a treatment that is no
-# known drug it is usually an exam grade ("neck flexion 4/5") or a score.
-_BARE_RATIO = re.compile(r"\d+(?:\.\d+)?/\d+(?:\.\d+)?")
-
-
-def _plausible_without_drug(
-    attributes: tuple[MedicationAttribute, ...],
-) -> tuple[MedicationAttribute, ...]:
-    return tuple(
-        a for a in attributes if not (a.type == "STRENGTH" and _BARE_RATIO.fullmatch(a.text))
-    )
-
-
 class Enricher:
     """Sections, traits, codes, drug concepts and attributes for the entities of one note."""
 
@@ -386,11 +372,13 @@ class Enricher:
             # Attributes never overlap another entity: a DISEASE between a drug and its dose
             # ends the drug's window.
             blockers = [(s, e) for i, (s, e, _) in enumerate(spans) if i not in drugs]
-            linked = link_attributes(text, [spans[i][:2] for i in treatments], blockers)
-            attributes = {
-                i: found if drugs[i] is not None else _plausible_without_drug(found)
-                for i, found in zip(treatments, linked, strict=True)
-            }
+            linked = link_attributes(
+                text,
+                [spans[i][:2] for i in treatments],
+                blockers,
+                known_drugs=[drugs[i] is not None for i in treatments],
+            )
+            attributes = dict(zip(treatments, linked, strict=True))
         result = []
         for i, (start, end, _) in enumerate(spans):
             section = sections.at(start)

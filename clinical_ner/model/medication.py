@@ -324,11 +324,15 @@ def _prefix(text: str, lo: int, start: int) -> list[_Token]:
     return [t for t in run if t.kind != _GLUE]
 
 
-def _suffix(text: str, start: int, end: int, claim_from: int | None) -> list[_Token]:
+def _suffix(
+    text: str, start: int, end: int, claim_from: int | None, *, fraction_is_strength: bool = True
+) -> list[_Token]:
     """Attributes in the window `text[start:end]` after a medication.
 
     `claim_from` is where the next entity's prefix attributes begin: the scan stops there unless
     it is still inside this medication's unbroken chain of attributes ("2 mg IV Fentanyl").
+    `fraction_is_strength`: a unitless ratio right after the medication is its STRENGTH
+    ("Percocet 5/325"); not after a treatment that is no known drug ("neck flexion 4/5").
     """
     found: list[_Token] = []
     chained = True  # nothing but attributes since the medication itself
@@ -340,7 +344,7 @@ def _suffix(text: str, start: int, end: int, claim_from: int | None) -> list[_To
             break
         token = _token(text, pos, end)
         kind = token.kind
-        if kind == "FRACTION" and not found and gap == 0:
+        if kind == "FRACTION" and fraction_is_strength and not found and gap == 0:
             kind = token.kind = "STRENGTH"  # "Percocet 5/325", but not "surgery in 02/05"
         if kind in _ATTRIBUTE_KINDS:
             found.append(token)
@@ -441,6 +445,7 @@ def link_attributes(
     text: str,
     medications: Sequence[tuple[int, int]],
     other_entities: Sequence[tuple[int, int]] = (),
+    known_drugs: Sequence[bool] | None = None,
 ) -> list[tuple[MedicationAttribute, ...]]:
     """The attributes of each medication span, one tuple per span in input order.
 
@@ -448,12 +453,16 @@ def link_attributes(
     `other_entities` every other entity span of the note (attributes never overlap any span,
     and a window stops at the next one). Each attribute belongs to one medication only: when
     spans overlap, the one that ends last owns the attributes around them (the others, and
-    repeated spans, get an empty tuple).
+    repeated spans, get an empty tuple). `known_drugs` (one flag per medication, default all
+    true) says which spans name a drug the dictionary knows: after any other treatment a
+    unitless ratio is no strength.
     """
     if not isinstance(text, str):
         raise TypeError("text must be a str")
     _check_spans("medication", medications, len(text))
     _check_spans("entity", other_entities, len(text))
+    if known_drugs is not None and len(known_drugs) != len(medications):
+        raise ValueError("known_drugs needs one flag per medication span")
     result: list[tuple[MedicationAttribute, ...]] = [() for _ in medications]
     if not medications:
         return result
@@ -495,7 +504,13 @@ def link_attributes(
         window_end = min(window_end, end + MAX_WINDOW_CHARS)
         following = prefixes[b + 1] if b + 1 < len(blocks) else []
         claim_from = following[0].start if following else None
-        suffix = _suffix(text, end, window_end, claim_from)
+        suffix = _suffix(
+            text,
+            end,
+            window_end,
+            claim_from,
+            fraction_is_strength=known_drugs is None or known_drugs[owner],
+        )
         if suffix and following:
             # This medication's chain ran into the next one's prefix ("2 mg IV Fentanyl").
             last = suffix[-1].end

@@ -318,3 +318,16 @@ def test_every_starter_word_reaches_the_regex() -> None:
         text = f"Drugname {phrase} stop."
         if phrase != "up to":
             assert _attrs(text, "Drugname"), phrase
+
+
+def test_a_unitless_ratio_is_a_strength_only_after_a_known_drug():
+    text = "Percocet 5/325 q.4h. and neck flexion 4/5 daily."
+    flexion = (text.index("neck"), text.index("neck") + len("neck flexion"))
+    spans = [(0, 8), flexion]
+    percocet, exam = link_attributes(text, spans, known_drugs=[True, False])
+    assert [(a.type, a.text) for a in percocet] == [("STRENGTH", "5/325"), ("FREQUENCY", "q.4h.")]
+    assert [(a.type, a.text) for a in exam] == [("FREQUENCY", "daily")]
+    # Without the flags every span is a drug, as before.
+    assert ("STRENGTH", "4/5") in {(a.type, a.text) for a in link_attributes(text, spans)[1]}
+    with pytest.raises(ValueError, match="one flag per medication"):
+        link_attributes(text, spans, known_drugs=[True])
