@@ -64,7 +64,8 @@ class ReviewEntity:
     label: str
     confidence: float
     negated: bool = False
-    # `EntityDetails.review_summary()`: section, trait names, top code, drug, attribute offsets.
+    # `EntityDetails.review_summary()`: section, trait names, top codes, DrugBank id, attribute
+    # offsets (ids and offsets only: the queue keeps no clinical words).
     details: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
